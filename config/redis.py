@@ -1,0 +1,34 @@
+"""Shared Redis clients (sync and asyncio), one pool per process, keys under one prefix."""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+
+@functools.cache
+def get_redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+_async_clients: dict[int, aioredis.Redis] = {}
+
+
+def get_async_redis() -> aioredis.Redis:
+    """One asyncio client per event loop: a pool cannot be shared across loops."""
+    import asyncio
+
+    loop_id = id(asyncio.get_running_loop())
+    client = _async_clients.get(loop_id)
+    if client is None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+        _async_clients[loop_id] = client
+    return client
+
+
+def rkey(*parts: object) -> str:
+    """A Redis key under the deployment's prefix: rkey('cb', 'openai', 'gpt-4o')."""
+    return ":".join([settings.REDIS_KEY_PREFIX, *map(str, parts)])

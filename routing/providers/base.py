@@ -1,0 +1,27 @@
+"""The interface every provider adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from routing.types import ChatRequest, ChatResult, ModelTarget, StreamEvent
+
+
+class ProviderAdapter(Protocol):
+    """Talks one wire protocol. One instance per (kind, base_url, api key) per process, so its
+    HTTP connection pool and keep-alive connections are shared by every request of the process.
+
+    `timeout` is the seconds left of the request's overall deadline; the adapter must not wait
+    past it. Errors are raised as `routing.types.ProviderError` (with `retryable` and
+    `retry_after` filled in) or `routing.types.UnsupportedFeature`, never as SDK exceptions.
+    The adapter makes exactly one upstream attempt: retries and fallback belong to the router.
+    """
+
+    async def complete(self, request: ChatRequest, target: ModelTarget, timeout: float) -> ChatResult: ...
+
+    def stream(self, request: ChatRequest, target: ModelTarget, timeout: float) -> AsyncIterator[StreamEvent]:
+        """Yields events as they arrive, ending with one `usage` event."""
+        ...
+
+    async def aclose(self) -> None: ...

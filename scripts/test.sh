@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole suite: lint, type check, then pytest against the real Postgres and Redis.
+# `make test` runs this after installing what is missing (see the Makefile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PLATFORM_ENV=test
+VENV=${VENV:-.venv}
+
+echo "==> ruff"
+"$VENV/bin/ruff" check .
+echo "==> mypy"
+"$VENV/bin/mypy" --no-error-summary . && echo "mypy: clean"
+echo "==> pytest"
+"$VENV/bin/pytest" "$@"

@@ -1,0 +1,98 @@
+"""Finds the request's tenant before anything else runs, and activates its schema.
+
+Order: the `X-Tenant-ID` header (a slug), then the host's subdomain, then a tenant API key in
+`Authorization` (so an `openai` SDK user only changes `base_url`). With none of these the request
+runs on the public schema, where platform staff work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from config.errors import error_response
+from tenants.models import Tenant
+from tenants.schema import activate_public, activate_tenant
+from tenants.selectors import (
+    API_KEY_PREFIX,
+    api_key_get_active,
+    tenant_get_by_domain,
+    tenant_get_by_slug,
+)
+
+# Paths that answer the same on every host and need no tenant (probes, metrics).
+TENANT_FREE_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def bearer_token(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return token.strip()
+    # Anthropic's SDK sends its key in `x-api-key`.
+    return request.headers.get("x-api-key", "").strip()
+
+
+def _base_host(host: str) -> bool:
+    base = settings.TENANT_BASE_DOMAIN
+    return host in {base, "127.0.0.1", "testserver", "::1"} or not host.endswith("." + base)
+
+
+class TenantResolutionMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(TENANT_FREE_PATHS):
+            activate_public()
+            request.tenant = None  # type: ignore[attr-defined]
+            return self.get_response(request)
+
+        tenant: Tenant | None = None
+        request.api_key = None  # type: ignore[attr-defined]
+        slug = request.headers.get("X-Tenant-ID", "").strip()
+        host = request.get_host().split(":")[0].lower()
+        if slug:
+            tenant = tenant_get_by_slug(slug)
+            if tenant is None:
+                return error_response(404, f"Unknown tenant '{slug}'", "tenant_not_found")
+        elif not _base_host(host):
+            tenant = tenant_get_by_domain(host)
+            if tenant is None:
+                return error_response(404, f"Unknown tenant for host '{host}'", "tenant_not_found")
+
+        token = bearer_token(request)
+        if token.startswith(API_KEY_PREFIX):
+            api_key = api_key_get_active(token)
+            if api_key is None and tenant is None:
+                # Nothing else names a tenant, so no tenant's route can answer: refuse here.
+                return error_response(
+                    401,
+                    "Invalid, expired or revoked API key",
+                    "invalid_api_key",
+                    headers={"WWW-Authenticate": 'Bearer realm="api"'},
+                )
+            # A key of another tenant is refused by authentication later, with the same 401.
+            if api_key is not None:
+                if tenant is None:
+                    tenant = api_key.tenant
+                if api_key.tenant_id == tenant.pk:
+                    request.api_key = api_key  # type: ignore[attr-defined]
+
+        if tenant is not None and not tenant.is_active:
+            return error_response(403, f"Tenant '{tenant.slug}' is suspended", "tenant_inactive")
+
+        request.tenant = tenant  # type: ignore[attr-defined]
+        if tenant is None:
+            activate_public()
+            request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
+        else:
+            activate_tenant(tenant)
+            request.urlconf = settings.ROOT_URLCONF  # type: ignore[attr-defined]
+        try:
+            return self.get_response(request)
+        finally:
+            # A pooled connection must not carry this tenant into the next request.
+            activate_public()
