@@ -5,6 +5,12 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+from config.health import graceful_shutdown
+from config.tracing import configure_tracing
+
+# Before the handler is built: the Django instrumentation adds its middleware to the chain.
+configure_tracing("chat-platform-web")
 django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
@@ -15,6 +21,17 @@ if settings.DEBUG:
 
     django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from chat.ws_auth import TenantWebSocketAuthMiddleware  # noqa: E402
+from config.websocket_urls import websocket_urlpatterns  # noqa: E402
+
+# graceful_shutdown: SIGTERM drains this process first (config/health.py).
+application = graceful_shutdown(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": TenantWebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        }
+    )
+)

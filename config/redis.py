@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import weakref
 
 import redis
 import redis.asyncio as aioredis
@@ -14,18 +16,19 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
-_async_clients: dict[int, aioredis.Redis] = {}
+# One asyncio client per event loop (a connection pool cannot be shared across loops); weak
+# keys, so a loop that is gone (tests, async_to_sync) takes its client with it.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def get_async_redis() -> aioredis.Redis:
-    """One asyncio client per event loop: a pool cannot be shared across loops."""
-    import asyncio
-
-    loop_id = id(asyncio.get_running_loop())
-    client = _async_clients.get(loop_id)
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
     if client is None:
         client = aioredis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-        _async_clients[loop_id] = client
+        _async_clients[loop] = client
     return client
 
 

@@ -84,17 +84,23 @@ TENANT_APPS = [
     "django.contrib.admin",
     "django.contrib.messages",
     "chat",
+    "billing",
+    "routing",
 ]
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
-DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+# The first router answers every question; django-tenants insists on seeing its own listed too.
+DATABASE_ROUTERS = ("config.db_router.ScopedTenantSyncRouter", "django_tenants.routers.TenantSyncRouter")
 PUBLIC_SCHEMA_NAME = "public"
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.middleware.RequestIdMiddleware",
+    # Outside the tenant middleware, so its refusals get a policy and (for browsers) a page.
+    "config.security.ContentSecurityPolicyMiddleware",
+    "chat.ui_errors.TenantErrorPageMiddleware",
     "tenants.middleware.TenantResolutionMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -136,6 +142,8 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# Several test runs on one machine (a developer and a helper, say) each need their own database.
+DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", "test_chatplatform")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -245,8 +253,139 @@ TENANT_MAX_CONCURRENT_REQUESTS = envint("TENANT_MAX_CONCURRENT_REQUESTS", 20)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # json (config/logging.py: request id, trace id, tenant on every line) or text, for a terminal.
+    "formatters": {
+        "json": {"()": "config.logging.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(trace_id)s] %(message)s"},
+    },
+    "filters": {"context": {"()": "config.logging.ContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": envstr("LOG_FORMAT", "json"),
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # The SDKs log every HTTP request at INFO: noise, and measurable cost on the hot path.
+    "loggers": {
+        name: {"level": "WARNING"}
+        for name in ("django.db.backends", "httpx", "httpx2", "openai", "anthropic", "daphne.server")
+    },
 }
+
+# --- cache ---
+# The semantic cache (routing/cache). Per-tenant switches, thresholds and TTLs live on Tenant;
+# these are the process-wide knobs. See docs/semantic-cache.md for how the defaults were measured.
+# New tenants' semantic threshold (cosine). The seed's 0.85 served wrong answers to about 4 percent
+# of Quora's look-alike pairs even with the guards; 0.93 keeps that under 2 percent (measured in
+# benchmarks/cache_eval.py, docs/semantic-cache.md). Supersedes the 0.85 default above.
+SEMANTIC_CACHE_THRESHOLD = envfloat("SEMANTIC_CACHE_THRESHOLD", 0.93)
+# local: all-MiniLM-L6-v2 int8 ONNX in-process; api: an OpenAI-compatible /embeddings endpoint.
+CACHE_EMBEDDING_BACKEND = envstr("CACHE_EMBEDDING_BACKEND", "local")
+CACHE_EMBEDDING_THREADS = envint("CACHE_EMBEDDING_THREADS", 1)
+CACHE_EMBEDDING_API_MODEL = envstr("CACHE_EMBEDDING_API_MODEL", "text-embedding-3-small")
+CACHE_EMBEDDING_API_BASE_URL = envstr("CACHE_EMBEDDING_API_BASE_URL", "https://api.openai.com/v1")
+CACHE_EMBEDDING_API_KEY = envsecret("CACHE_EMBEDDING_API_KEY", "")
+# Entries in each process' exact-match LRU (in front of Redis).
+CACHE_EXACT_LRU_SIZE = envint("CACHE_EXACT_LRU_SIZE", 10_000)
+# Nearest neighbours the HNSW search returns for the verifier to check.
+CACHE_SEMANTIC_CANDIDATES = envint("CACHE_SEMANTIC_CANDIDATES", 4)
+# The lexical near-miss guards (routing/cache/guards.py); off only to measure what they buy.
+CACHE_NEAR_MISS_GUARDS = envbool("CACHE_NEAR_MISS_GUARDS", True)
+# The near-miss verifier: every content word of one query needs a counterpart at least this
+# close (contextual word vectors) in the other; 0 turns the check off.
+CACHE_ALIGNMENT_FLOOR = envfloat("CACHE_ALIGNMENT_FLOOR", 0.5)
+# Answers longer than this (characters) are not cached.
+CACHE_MAX_ANSWER_CHARS = envint("CACHE_MAX_ANSWER_CHARS", 32_000)
+# Warming refreshes popular entries that expire within this many seconds (each tenant sets its
+# own budget in its admin: routing.CacheSettings).
+CACHE_WARM_WINDOW_SECONDS = envint("CACHE_WARM_WINDOW_SECONDS", 3600)
+
+# --- billing ---------------------------------------------------------------------------------
+# Admission (billing/admission.py), metering rollups, invoices and the audit trail. docs/billing.md
+# explains each choice; `.env.example` lists the variables.
+from celery.schedules import crontab  # noqa: E402
+
+# The Redis that holds the shared token buckets and quota counters (default: REDIS_URL).
+ADMISSION_REDIS_URL = envstr("ADMISSION_REDIS_URL", REDIS_URL)
+# Seconds to wait for that Redis before treating it as down (it answers in well under 1 ms).
+ADMISSION_REDIS_TIMEOUT_SECONDS = envfloat("ADMISSION_REDIS_TIMEOUT_SECONDS", 0.5)
+# When it is down: "open" admits against per-process buckets and database quota totals;
+# "closed" refuses every request with 503 until it is back.
+ADMISSION_REDIS_FAILURE_MODE = envstr("ADMISSION_REDIS_FAILURE_MODE", "open")
+if ADMISSION_REDIS_FAILURE_MODE not in {"open", "closed"}:
+    raise ImproperlyConfigured("ADMISSION_REDIS_FAILURE_MODE must be 'open' or 'closed'")
+# After a failure, how long a process goes without asking Redis before trying again.
+ADMISSION_REDIS_RETRY_SECONDS = envfloat("ADMISSION_REDIS_RETRY_SECONDS", 5.0)
+# In "open" mode each process enforces this share of every limit (1/replicas keeps the total).
+ADMISSION_LOCAL_LIMIT_SHARE = envfloat("ADMISSION_LOCAL_LIMIT_SHARE", 1.0)
+# A reservation whose process died without settling is dropped after this many seconds.
+ADMISSION_RESERVATION_TTL_SECONDS = envint("ADMISSION_RESERVATION_TTL_SECONDS", 600)
+# The tenant admin is warned (audit event, x-quota-warning header) from this share of a quota.
+QUOTA_WARNING_PERCENT = envint("QUOTA_WARNING_PERCENT", 80)
+
+# Raw usage rows are kept this long (rollups forever).
+USAGE_RAW_RETENTION_DAYS = envint("USAGE_RAW_RETENTION_DAYS", 90)
+USAGE_ROLLUP_INTERVAL_SECONDS = envint("USAGE_ROLLUP_INTERVAL_SECONDS", 300)
+# Rows newer than this are left to the next rollup, so a transaction still committing is not missed.
+USAGE_ROLLUP_GRACE_SECONDS = envint("USAGE_ROLLUP_GRACE_SECONDS", 120)
+# A Postgres role without BYPASSRLS that report queries run as (SET LOCAL ROLE), so row-level
+# security applies even when the application connects as a superuser.
+BILLING_REPORTING_DB_ROLE = envstr("BILLING_REPORTING_DB_ROLE", "gw_reporting")
+
+# Invoices go to this URL as JSON, signed with HMAC-SHA256 of "<timestamp>.<body>" (empty: not sent).
+INVOICE_WEBHOOK_URL = envstr("INVOICE_WEBHOOK_URL", "")
+INVOICE_WEBHOOK_SECRET = envsecret("INVOICE_WEBHOOK_SECRET", "")
+INVOICE_WEBHOOK_TIMEOUT_SECONDS = envfloat("INVOICE_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+
+CELERY_BEAT_SCHEDULE = {
+    "billing-rollup-usage": {
+        "task": "billing.tasks.rollup_all_tenants",
+        "schedule": float(USAGE_ROLLUP_INTERVAL_SECONDS),
+    },
+    "billing-purge-raw-usage": {
+        "task": "billing.tasks.purge_all_tenants",
+        "schedule": crontab(hour=3, minute=30),
+    },
+    "billing-monthly-invoices": {
+        "task": "billing.tasks.issue_monthly_invoices",
+        "schedule": crontab(day_of_month=1, hour=2, minute=0),
+    },
+}
+# --- end billing -----------------------------------------------------------------------------
+
+# --- chat UI ---------------------------------------------------------------------------------
+# Server-rendered pages on each tenant's host (chat/views.py, chat/ui_auth.py; docs/ui.md).
+LOGIN_URL = "/login"
+LOGIN_REDIRECT_URL = "/"
+# Sign-in lockout: after this many failed sign-ins for one email in one tenant, each within
+# LOGIN_LOCKOUT_SECONDS of the previous, the email is locked for LOGIN_LOCKOUT_SECONDS.
+LOGIN_MAX_FAILURES = envint("LOGIN_MAX_FAILURES", 5)
+LOGIN_LOCKOUT_SECONDS = envint("LOGIN_LOCKOUT_SECONDS", 900)
+# Sent on every HTML page (config/security.py): no inline script, nothing from other origins.
+CONTENT_SECURITY_POLICY = envstr(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+)
+# Swagger UI is an inline script loading from a CDN: it gets no policy rather than a broken page.
+CSP_EXEMPT_PATHS = envlist("CSP_EXEMPT_PATHS", "/api/docs/")
+# The app server answers /static/ itself (chat/urls_ui.py) outside production, also with DEBUG
+# off (the live test server); in production a web server or CDN does.
+SERVE_STATIC_FILES = envbool("SERVE_STATIC_FILES", PLATFORM_ENV != "production")
+# --- end chat UI -----------------------------------------------------------------------------
+
+# --- observability ---------------------------------------------------------------------------
+# Metrics (config/metrics.py), traces (config/tracing.py) and JSON logs (config/logging.py);
+# docs/operations.md explains each. Tracing itself reads the standard OTEL_* variables.
+# After the request id is known, before anything that might log: x-trace-id and the log context.
+MIDDLEWARE.insert(MIDDLEWARE.index("config.middleware.RequestIdMiddleware") + 1, "config.tracing.TraceIdMiddleware")
+# When set, /metrics answers only `Authorization: Bearer <token>` (it lists every tenant's usage).
+METRICS_BEARER_TOKEN = envsecret("METRICS_BEARER_TOKEN", "")
+# Celery would replace the root logger's handlers with its own text format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Graceful shutdown (config/health.py): seconds between SIGTERM and the process exiting, during
+# which /readyz answers 503 (the load balancer stops sending) and answers in flight finish.
+SHUTDOWN_GRACE_SECONDS = envfloat("SHUTDOWN_GRACE_SECONDS", 25.0)
+# --- end observability -----------------------------------------------------------------------

@@ -4,6 +4,7 @@
 # pgvector once, and creates the database named by DATABASE_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PGOPTIONS="-c client_min_messages=warning"
 
 DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/chatplatform}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"

@@ -17,6 +17,8 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from billing.audit import Actor, record_audit
+from billing.audit_events import audit_api_key, audit_tenant_change, tenant_snapshot
 from config.errors import ApiError
 from tenants import serializers as s
 from tenants.authentication import TENANT_CLAIM, request_scopes
@@ -68,6 +70,14 @@ class TokenView(APIView):
             raise ApiError(401, "Invalid email or password", "invalid_credentials")
         user.last_login = timezone.now()
         user.save(update_fields=["last_login"])
+        # Failures are audited by the user_login_failed signal (billing/audit_events.py).
+        record_audit(
+            "auth.token_issued",
+            request=request,
+            actor=Actor("user", str(user.pk), user.email),
+            target_type="user",
+            target_id=user.pk,
+        )
         return Response(_token_pair(user))
 
 
@@ -128,7 +138,16 @@ class TenantListView(APIView):
         identity: dict[str, Any] = {
             k: data.pop(k) for k in ("name", "slug", "admin_email", "admin_password", "tier") if k in data
         }
-        tenant = tenant_create(**identity, **s.config_to_model_fields(data))
+        with transaction.atomic():
+            tenant = tenant_create(**identity, **s.config_to_model_fields(data))
+            record_audit(
+                "tenant.created",
+                request=request,
+                tenant=tenant,
+                target_type="tenant",
+                target_id=tenant.pk,
+                detail={"slug": tenant.slug} | tenant_snapshot(tenant),
+            )
         return Response(s.tenant_out(tenant), status=status.HTTP_201_CREATED)
 
 
@@ -142,7 +161,10 @@ class TenantDetailView(APIView):
             raise ApiError(
                 403, "Only platform staff may change a tenant's tier or state", "permission_denied"
             )
-        tenant = tenant_update(tenant, **_validated(s.TenantUpdateIn, request.data))
+        before = tenant_snapshot(tenant)
+        with transaction.atomic():
+            tenant = tenant_update(tenant, **_validated(s.TenantUpdateIn, request.data))
+            audit_tenant_change(request, tenant, before, "tenant.updated")
         return Response(s.tenant_out(tenant))
 
 
@@ -161,7 +183,10 @@ class TenantConfigView(APIView):
                     f"Only platform staff may change {', '.join(sorted(forbidden))}",
                     "permission_denied",
                 )
-        tenant = tenant_update(tenant, **s.config_to_model_fields(data))
+        before = tenant_snapshot(tenant)
+        with transaction.atomic():
+            tenant = tenant_update(tenant, **s.config_to_model_fields(data))
+            audit_tenant_change(request, tenant, before)
         return Response(s.tenant_config_out(tenant))
 
 
@@ -177,7 +202,15 @@ class UserListView(APIView):
 
     def post(self, request: Request) -> Response:
         data = _validated(s.UserIn, request.data)
-        user = user_create(**data)
+        with transaction.atomic():
+            user = user_create(**data)
+            record_audit(
+                "user.created",
+                request=request,
+                target_type="user",
+                target_id=user.pk,
+                detail={"email": user.email, "is_admin": user.is_staff},
+            )
         return Response(s.user_out(user), status=status.HTTP_201_CREATED)
 
 
@@ -197,6 +230,7 @@ class UserDetailView(APIView):
     def patch(self, request: Request, user_id: int) -> Response:
         user = _user_or_404(user_id)
         data = _validated(s.UserUpdateIn, request.data)
+        changed = sorted(data)  # names only: never a password in the audit trail
         if user.pk == request.user.pk and (data.get("is_admin") is False or data.get("is_active") is False):
             raise ApiError(400, "An admin cannot demote or deactivate themselves", "self_demotion")
         if "is_admin" in data:
@@ -206,7 +240,15 @@ class UserDetailView(APIView):
             setattr(user, name, value)
         if password:
             user.set_password(password)
-        user.save()
+        with transaction.atomic():
+            user.save()
+            record_audit(
+                "user.updated",
+                request=request,
+                target_type="user",
+                target_id=user.pk,
+                detail={"fields": changed, "is_admin": user.is_staff, "is_active": user.is_active},
+            )
         return Response(s.user_out(user))
 
     def delete(self, request: Request, user_id: int) -> Response:
@@ -217,8 +259,10 @@ class UserDetailView(APIView):
         with transaction.atomic():
             user.is_active = False
             user.save(update_fields=["is_active"])
+            record_audit("user.deactivated", request=request, target_type="user", target_id=user.pk)
             for key in ApiKey.objects.filter(tenant=current_tenant(), user_id=user.pk, revoked_at=None):
                 api_key_revoke(key)
+                audit_api_key(request, "api_key.revoked", key)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -254,7 +298,9 @@ class ApiKeyListView(APIView):
             data["expires_at"] = timezone.now() + timedelta(days=days)
         tenant = current_tenant()
         assert tenant is not None
-        created = api_key_create(tenant=tenant, user_id=user_id, **data)
+        with transaction.atomic():
+            created = api_key_create(tenant=tenant, user_id=user_id, **data)
+            audit_api_key(request, "api_key.created", created.api_key)
         body = s.api_key_out(created.api_key) | {"key": created.secret}
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -272,5 +318,10 @@ class ApiKeyDetailView(APIView):
         return Response(s.api_key_out(self._get(request, key_id)))
 
     def delete(self, request: Request, key_id: int) -> Response:
-        api_key_revoke(self._get(request, key_id))
+        with transaction.atomic():
+            api_key = self._get(request, key_id)
+            was_live = api_key.revoked_at is None
+            api_key_revoke(api_key)
+            if was_live:
+                audit_api_key(request, "api_key.revoked", api_key)
         return Response(status=status.HTTP_204_NO_CONTENT)

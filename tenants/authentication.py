@@ -19,7 +19,7 @@ from rest_framework_simplejwt.tokens import Token
 
 from tenants.middleware import bearer_token
 from tenants.models import ApiKey
-from tenants.selectors import API_KEY_PREFIX, current_tenant_slug
+from tenants.selectors import current_tenant_slug, is_api_key_token
 
 TENANT_CLAIM = "tenant"
 
@@ -30,7 +30,7 @@ class TenantJWTAuthentication(JWTAuthentication):
         if header is None:
             return None
         raw_token = self.get_raw_token(header)
-        if raw_token is None or raw_token.decode(errors="replace").startswith(API_KEY_PREFIX):
+        if raw_token is None or is_api_key_token(raw_token.decode(errors="replace")):
             return None
         token = self.get_validated_token(raw_token)
         if token.get(TENANT_CLAIM) != current_tenant_slug():
@@ -48,7 +48,7 @@ class ApiKeyAuthentication:
 
     def authenticate(self, request: Request) -> tuple[AbstractBaseUser, ApiKey] | None:
         raw = bearer_token(request._request)
-        if not raw.startswith(API_KEY_PREFIX):
+        if not is_api_key_token(raw):
             return None
         api_key: ApiKey | None = getattr(request._request, "api_key", None)
         if api_key is None:

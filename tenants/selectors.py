@@ -19,6 +19,14 @@ from tenants.models import ApiKey, Domain, Tenant
 
 TENANT_CACHE_SECONDS = envfloat("TENANT_CACHE_SECONDS", 5.0)
 API_KEY_PREFIX = "gwk_"
+# Keys imported from another system (`import_api_key`) keep their own format, so a key is
+# recognised by not being a JWT rather than by our prefix.
+MIN_API_KEY_LENGTH = 8
+
+
+def is_api_key_token(raw: str) -> bool:
+    """A bearer credential that is not a JWT (header.payload.signature) is an API key."""
+    return len(raw) >= MIN_API_KEY_LENGTH and raw.count(".") != 2
 
 _T = TypeVar("_T")
 _cache: dict[str, tuple[float, object]] = {}
@@ -80,7 +88,7 @@ def hash_api_key(raw_key: str) -> str:
 
 def api_key_get_active(raw_key: str) -> ApiKey | None:
     """The live (not revoked, not expired) key for this secret, with its tenant loaded."""
-    if not raw_key.startswith(API_KEY_PREFIX):
+    if not is_api_key_token(raw_key):
         return None
     key_hash = hash_api_key(raw_key)
     cache_key = f"key:{key_hash}"

@@ -18,7 +18,7 @@ from django_tenants.utils import schema_context
 
 from config.errors import ApiError
 from tenants.models import ApiKey, Domain, Tenant
-from tenants.selectors import API_KEY_PREFIX, forget_cached_tenants, hash_api_key
+from tenants.selectors import API_KEY_PREFIX, forget_cached_tenants, hash_api_key, is_api_key_token
 
 RESERVED_SLUGS = {"public", "www", "admin", "api", "static", "media", "pg", "information-schema"}
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,46}[a-z0-9]$")
@@ -148,7 +148,9 @@ def api_key_create(
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
     monthly_token_quota: int | None = None,
+    secret: str | None = None,
 ) -> CreatedApiKey:
+    """Mints a key (or, with `secret`, registers a key imported from another system)."""
     scopes = list(dict.fromkeys(scopes if scopes is not None else DEFAULT_API_KEY_SCOPES))
     unknown = [scope for scope in scopes if scope not in API_KEY_SCOPES]
     if unknown or not scopes:
@@ -169,7 +171,12 @@ def api_key_create(
             "invalid_expiry",
             param="expires_at",
         )
-    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    if secret is not None:
+        if len(secret) < 32 or not is_api_key_token(secret) or any(c.isspace() for c in secret):
+            raise ApiError(400, "an imported key needs at least 32 characters and must not be a JWT", "invalid_key")
+        if ApiKey.objects.filter(key_hash=hash_api_key(secret)).exists():
+            raise ApiError(409, "this key is already registered", "key_exists")
+    secret = secret or API_KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey.objects.create(
         tenant=tenant,
         user_id=user_id,
