@@ -14,7 +14,10 @@
 #   openloop  benchmarks/open_loop.py at a steady OPEN_RATE (50/s) for OPEN_D s against direct,
 #             pt-aiohttp, LiteLLM, ours-daphne, ours-uvicorn (client latency + overhead headers)
 #   ceiling   open-loop steps of CEIL_D s (60) at rising rates: the highest rate with no error,
-#             the offered rate achieved and p95 overhead < 100 ms, for ours and for LiteLLM
+#             the offered rate achieved and p95 overhead < 100 ms, for ours and for LiteLLM; at
+#             most CEIL_MAX_INFLIGHT (64) requests outstanding (more would be `dropped`): past its
+#             capacity our gateway holds one Postgres connection per queued request and the shared
+#             server's max_connections (100) runs out for everyone on the machine
 #   ws        benchmarks/ws_load.py: WS_N (1000) WebSocket connections, each streaming a
 #             WS_TOKENS-token answer from our fake upstream paced like a model
 #   profile   py-spy (scratch venv) on our server under a closed-loop C=50 load
@@ -42,9 +45,11 @@ PHASES="${*:-setup peer openloop ceiling ws}"
 
 # The work tree changes under our feet (others are editing it): every phase of one invocation
 # runs a frozen copy of it, checked to import, so all figures of a run are of one code version.
-# SNAPSHOT=0 runs the live tree.
+# SNAPSHOT=0 runs the live tree; SNAPSHOT_DIR=<an earlier run's src> measures that same copy again.
 SRC="$ROOT"
-if [ "${SNAPSHOT:-1}" = 1 ]; then
+if [ -n "${SNAPSHOT_DIR:-}" ]; then
+  SRC="$SNAPSHOT_DIR"
+elif [ "${SNAPSHOT:-1}" = 1 ]; then
   SRC="$RUN/src"
   rsync -a --exclude .venv --exclude .git --exclude .cache --exclude .mypy_cache --exclude .pytest_cache \
     --exclude .ruff_cache --exclude staticfiles --exclude tests --exclude __pycache__ "$ROOT/" "$SRC/"
@@ -215,10 +220,13 @@ start_refs() {
 waitidle() { "$PEER_OUT/venv/bin/python" "$PEER/waitidle.py" --max-busy 15 --timeout "$IDLE_TIMEOUT"; }
 
 open_loop() {  # label url rate seconds pids [extra args]
+  # A target that fell behind goes on working on requests its client gave up on (LiteLLM does):
+  # let it finish before the next measurement.
+  sleep "${COOLDOWN_S:-15}"
   waitidle
   timeout $(( $4 + 120 )) "$PEER_OUT/venv/bin/python" "$ROOT/benchmarks/open_loop.py" --label "$1" \
     --url "$2/v1/chat/completions" --rate "$3" --duration "$4" --warmup "${OPEN_W:-5}" --pids "$5" \
-    --json-out "$RUN/open_loop.jsonl" "${@:6}" | tee -a "$RUN/open_loop.log"
+    --json-out "$RUN/open_loop.jsonl" --max-inflight "${OPEN_MAX_INFLIGHT:-1000}" "${@:6}" | tee -a "$RUN/open_loop.log"
 }
 
 # --- phases --------------------------------------------------------------------------------------
@@ -264,7 +272,7 @@ phase_ceiling() {
     local top; top="$(echo "$rates" | tr ' ' '\n' | sort -n | tail -1)"
     open_loop direct http://127.0.0.1:9100 "$top" 20 "$pids" --tag "ceil-$label"
     for rate in $rates; do
-      open_loop "$label" "$url" "$rate" "$d" "$pids" --tag "ceil-$label" --max-inflight 2000
+      open_loop "$label" "$url" "$rate" "$d" "$pids" --tag "ceil-$label" --max-inflight "${CEIL_MAX_INFLIGHT:-64}"
       if ! "$PEER_OUT/venv/bin/python" "$ROOT/benchmarks/open_loop.py" --passes "$RUN/open_loop.jsonl" \
           --label "$label" --rate "$rate" --tag "ceil-$label" --max-p95-overhead 100; then
         echo "ceiling: $label fails at $rate/s"; break

@@ -247,7 +247,7 @@ async def _settle(
     )
     metrics.observe_settlement(caller.tenant.slug, settlement)
     log_settlement(caller.tenant, settlement, call.request)
-    if cacheable and settlement.outcome == Outcome.OK:
+    if cacheable and call.use_cache and settlement.outcome == Outcome.OK:
         cache_store_later(
             caller.tenant,
             call.request,

@@ -44,6 +44,16 @@ fi
 
 PGVECTOR_CHECK_URL="$admin_url" bash scripts/install_pgvector.sh
 
+# The test suite runs several live servers next to itself; Debian's default of 100 connections
+# is tight for that on a shared development database. Raised once, when we own the server.
+if [ "$(psql "$admin_url" -Atc "show max_connections")" -lt 300 ] && [ "$(id -u)" = 0 ] \
+   && command -v pg_ctlcluster >/dev/null; then
+  echo "==> raising Postgres max_connections to 300 (restarts the local cluster once)"
+  psql "$admin_url" -qc "alter system set max_connections = 300"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main restart
+  wait_for Postgres psql "$admin_url" -Atc "select 1"
+fi
+
 dbname="${DATABASE_URL##*/}"; dbname="${dbname%%\?*}"
 if ! psql "$admin_url" -Atc "select 1 from pg_database where datname='$dbname'" | grep -q 1; then
   echo "==> creating database $dbname"

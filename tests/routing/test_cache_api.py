@@ -34,6 +34,7 @@ def _drop_cache_rows(world: World) -> None:
 @pytest.fixture(autouse=True)
 def _clean_cache(db: None, world: World) -> Iterator[None]:
     _drop_cache_rows(world)
+
     def clear() -> None:
         redis = get_redis()
         keys = list(redis.scan_iter(f"{settings.REDIS_KEY_PREFIX}:cache:*", count=1000))

@@ -230,6 +230,7 @@ def test_message_streams_then_stop_regenerate_and_edit(
     )
     expect(page.locator("#stop-button")).to_be_visible()
     expect(page.locator("#conversation-title")).to_have_text("New conversation")
+    _shoot(page, "streaming-light-desktop")
 
     # Esc stops it; the partial answer is kept and marked.
     _composer(page).press("Escape")
@@ -310,6 +311,7 @@ def test_connection_drops_mid_answer_and_the_answer_resumes(
     state["routes"][-1].close(code=1012)
     expect(page.locator("#connection")).to_contain_text("offline")
     expect(page.locator("#thread li.pending .answer-state")).to_contain_text("Connection lost")
+    _shoot(page, "offline-mid-answer-light-desktop")
 
     # Restore: the page reconnects on its own and resumes the answer.
     state["blocked"] = False
@@ -403,6 +405,7 @@ def test_errors_are_explained_and_the_message_is_kept(
     expect(_composer(page)).to_have_value("Are you still there?")
     expect(page.locator("#thread li.message.user")).to_have_count(0)
     expect(page.locator("#conversation")).to_have_attribute("aria-busy", "false")
+    _shoot(page, "error-explained-light-desktop")
 
 
 def test_a_script_in_a_message_never_runs(page: Any, site: str, ui_user: str, knobs: Any) -> None:
