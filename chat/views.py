@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -148,15 +149,18 @@ def unfinished_run(tenant: Tenant, conversation: Conversation, user_id: int) -> 
     live: the page then follows it and says so when nothing arrives. This reads `chat.runs`'
     Redis layout; a public `run_is_live()` there would be the better home.
     """
-    redis = get_redis()
-    latest = redis.get(runs._latest_key(tenant.slug, conversation.id))
-    if latest is None:
-        return None
-    run_id = latest.decode()
-    owner = redis.get(runs._owner_key(tenant.slug, run_id))
-    if owner is None or owner.decode() != f"{user_id}:{conversation.id}":
-        return None
-    last = redis.xrevrange(runs._events_key(tenant.slug, run_id), count=1)
+    client = get_redis()
+    try:
+        latest = client.get(runs._latest_key(tenant.slug, conversation.id))
+        if latest is None:
+            return None
+        run_id = latest.decode()
+        owner = client.get(runs._owner_key(tenant.slug, run_id))
+        if owner is None or owner.decode() != f"{user_id}:{conversation.id}":
+            return None
+        last = client.xrevrange(runs._events_key(tenant.slug, run_id), count=1)
+    except redis.RedisError:
+        return None  # the page still shows everything stored; only the live answer is missed
     if not last or last[0][1][b"t"].decode() in runs.TERMINAL:
         return None
     return run_id

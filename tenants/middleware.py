@@ -50,7 +50,6 @@ def resolve_tenant(request: HttpRequest) -> HttpResponse | None:
     """Sets request.tenant / request.api_key / request.urlconf and activates the schema on this
     thread's connection; returns an error response when the request names no valid tenant."""
     request.api_key = None  # type: ignore[attr-defined]
-    request.tenant = None  # type: ignore[attr-defined]
     if request.path.startswith(TENANT_FREE_PATHS):
         activate_public()
         return None
@@ -87,7 +86,10 @@ def resolve_tenant(request: HttpRequest) -> HttpResponse | None:
     if tenant is not None and not tenant.is_active:
         return error_response(403, f"Tenant '{tenant.slug}' is suspended", "tenant_inactive")
 
-    request.tenant = tenant  # type: ignore[attr-defined]
+    # On the public schema `request.tenant` stays unset (read it with getattr(..., None)):
+    # django-tenants' admin templates take a missing attribute to mean "public".
+    if tenant is not None:
+        request.tenant = tenant  # type: ignore[attr-defined]
     if tenant is None:
         activate_public()
         request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]

@@ -26,3 +26,21 @@ def test_unknown_api_route_is_json_404(api: Api, world: World) -> None:
 def test_request_id_is_echoed_or_made(api: Api) -> None:
     assert api.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
     assert len(api.get("/healthz").headers["x-request-id"]) == 32
+
+
+def test_admin_front_pages_render_for_platform_staff_and_tenant_admins(api: Api, world: World) -> None:
+    from tests.conftest import PASSWORD
+
+    assert api.client.login(username=world.staff.email, password=PASSWORD)
+    platform = api.client.get("/admin/")
+    assert platform.status_code == 200
+    assert b"/admin/tenants/tenant/" in platform.content
+    api.client.logout()
+    tenant_host = {"HTTP_HOST": "acme.localhost"}
+    response = api.client.post(
+        "/admin/login/?next=/admin/", {"username": world.acme.admin.email, "password": PASSWORD}, **tenant_host
+    )
+    assert response.status_code == 302
+    page = api.client.get("/admin/", **tenant_host)
+    assert page.status_code == 200
+    assert b"/admin/tenants/apikey/" in page.content and b"/admin/tenants/tenant/" in page.content
