@@ -13,6 +13,7 @@ the forwarding, and any process can resume the run for a reconnecting client.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -77,7 +78,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         self.conversation_id = conversation.id
         self.caller = Caller(
-            tenant=info["tenant"], request_id="", user_id=info["user_id"], api_key_id=info["api_key_id"]
+            tenant=info["tenant"],
+            request_id="",
+            user_id=info["user_id"],
+            api_key_id=info["api_key_id"],
+            api_key=info.get("api_key"),  # the key's own limits apply over WebSockets too
         )
         await self.accept(info.get("subprotocol"))
         websocket_opened(self, self.caller.tenant.slug)
@@ -124,7 +129,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.caller.tenant, load_conversation, str(self.conversation_id), self.caller.user_id
         )
         await refresh_catalog()
-        caller = Caller(self.caller.tenant, uuid.uuid4().hex, self.caller.user_id, self.caller.api_key_id)
+        caller = dataclasses.replace(self.caller, request_id=uuid.uuid4().hex)
         call = conversation_call(caller.tenant, conversation, history, data)
         if not conversation.title:
             await tenant_db(caller.tenant, conversation_autotitle, conversation.id, data.content)
@@ -146,7 +151,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.caller.tenant, prepare_again, str(self.conversation_id), self.caller.user_id, change
         )
         await refresh_catalog()
-        caller = Caller(self.caller.tenant, uuid.uuid4().hex, self.caller.user_id, self.caller.api_key_id)
+        caller = dataclasses.replace(self.caller, request_id=uuid.uuid4().hex)
         self.run_id = await start_run(caller, again_call(caller.tenant, conversation, replay, data))
         self._forward(self.run_id, "0-0")
 

@@ -92,6 +92,7 @@ async def resolve_ws_caller(scope: dict[str, Any]) -> tuple[dict[str, Any] | Non
             "tenant": tenant,
             "user_id": api_key.user_id,
             "api_key_id": api_key.pk,
+            "api_key": api_key,
             "subprotocol": subprotocol,
         }, 0
     if tenant is None or not tenant.is_active:
