@@ -10,7 +10,8 @@ bash scripts/tools.sh  # promtool, Helm's engine and Kubernetes' schemas (platfo
 echo "==> ruff"
 "$VENV/bin/ruff" check .
 echo "==> mypy"
-"$VENV/bin/mypy" --no-error-summary . && echo "mypy: clean"
+"$VENV/bin/mypy" --no-error-summary .  # a failure stops here (set -e), unlike in an && list
+echo "mypy: clean"
 bash scripts/browser.sh  # Debian's Chromium for the browser tests (root only, idempotent)
 echo "==> pytest"
 "$VENV/bin/pytest" "$@"

@@ -36,11 +36,12 @@ def test_admin_front_pages_render_for_platform_staff_and_tenant_admins(api: Api,
     assert platform.status_code == 200
     assert b"/admin/tenants/tenant/" in platform.content
     api.client.logout()
-    tenant_host = {"HTTP_HOST": "acme.localhost"}
     response = api.client.post(
-        "/admin/login/?next=/admin/", {"username": world.acme.admin.email, "password": PASSWORD}, **tenant_host
+        "/admin/login/?next=/admin/",
+        {"username": world.acme.admin.email, "password": PASSWORD},
+        headers={"Host": "acme.localhost"},
     )
     assert response.status_code == 302
-    page = api.client.get("/admin/", **tenant_host)
+    page = api.client.get("/admin/", headers={"Host": "acme.localhost"})
     assert page.status_code == 200
     assert b"/admin/tenants/apikey/" in page.content and b"/admin/tenants/tenant/" in page.content
