@@ -35,7 +35,7 @@ from chat.stream_views import (
 from chat.ws_auth import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND
 from config.errors import ApiError, error_body
 from config.health import websocket_closed, websocket_opened
-from config.tracing import traced_ws_message
+from config.tracing import current_context, traced_ws_message
 from routing.catalog import refresh_catalog
 from tenants.schema import tenant_db
 
@@ -87,6 +87,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.accept(info.get("subprotocol"))
         websocket_opened(self, self.caller.tenant.slug)
 
+    def _caller_for_this_message(self) -> Caller:
+        """A fresh request id, and the trace context of the message being handled (not of the
+        connection), so each answer's spans hang under its own message span."""
+        return dataclasses.replace(self.caller, request_id=uuid.uuid4().hex, trace_context=current_context())
+
     async def disconnect(self, code: int) -> None:
         websocket_closed(self)
         # Only the forwarding stops; the run goes on and settles on its own.
@@ -129,7 +134,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.caller.tenant, load_conversation, str(self.conversation_id), self.caller.user_id
         )
         await refresh_catalog()
-        caller = dataclasses.replace(self.caller, request_id=uuid.uuid4().hex)
+        caller = self._caller_for_this_message()
         call = conversation_call(caller.tenant, conversation, history, data)
         if not conversation.title:
             await tenant_db(caller.tenant, conversation_autotitle, conversation.id, data.content)
@@ -151,7 +156,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.caller.tenant, prepare_again, str(self.conversation_id), self.caller.user_id, change
         )
         await refresh_catalog()
-        caller = dataclasses.replace(self.caller, request_id=uuid.uuid4().hex)
+        caller = self._caller_for_this_message()
         self.run_id = await start_run(caller, again_call(caller.tenant, conversation, replay, data))
         self._forward(self.run_id, "0-0")
 
