@@ -266,9 +266,10 @@ phase_ceiling() {
   start_refs
   local pids="up=$UP_PID,ll=$LL_PID,$server=${SRV_PID[$server]}"
   local target
-  for target in "ours-$server=http://127.0.0.1:${SRV_PORT[$server]}=${CEIL_RATES_OURS:-20 30 40 50 60 80 100 150 200}" \
-                "litellm=http://127.0.0.1:4000=${CEIL_RATES_LITELLM:-20 30 40 50 60 80}"; do
+  for target in "ours-$server=http://127.0.0.1:${SRV_PORT[$server]}=${CEIL_RATES_OURS-20 30 40 50 60 80 100 150 200}" \
+                "litellm=http://127.0.0.1:4000=${CEIL_RATES_LITELLM-20 30 40 50 60 80}"; do
     local label="${target%%=*}" rest="${target#*=}"; local url="${rest%=*}" rates="${rest##*=}"
+    [ -z "${rates// /}" ] && continue  # CEIL_RATES_...="" skips that target
     local top; top="$(echo "$rates" | tr ' ' '\n' | sort -n | tail -1)"
     open_loop direct http://127.0.0.1:9100 "$top" 20 "$pids" --tag "ceil-$label"
     for rate in $rates; do

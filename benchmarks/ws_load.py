@@ -134,39 +134,58 @@ async def open_ws(session: aiohttp.ClientSession, url: str, c: Conn, sem: asynci
 
 
 async def chat(c: Conn, delay: float, content: str, timeout: float) -> None:
+    """Reads the socket from the start (so the server's pings are answered while this socket
+    waits for its turn), sends the message after `delay`, and records its events."""
     assert c.ws is not None
-    await asyncio.sleep(delay)
-    c.sent = time.perf_counter()
+    ws = c.ws
+
+    async def reader() -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                c.outcome = f"ws_{msg.type.name.lower()}"
+                return
+            ev = json.loads(msg.data)
+            kind = ev.get("type")
+            now = time.perf_counter()
+            if kind == "start":
+                c.start = now
+            elif kind == "delta":
+                if c.first is None:
+                    c.first = now
+                c.deltas += 1
+            elif kind == "done":
+                c.end = now
+                c.outcome = "done"
+                c.completion_tokens = (ev.get("usage") or {}).get("completion_tokens")
+                return
+            elif kind == "error":
+                c.end = now
+                c.outcome = "error:" + str((ev.get("error") or {}).get("code"))
+                return
+        c.outcome = "closed"
+
+    task = asyncio.create_task(reader())
     try:
-        await c.ws.send_str(json.dumps({"type": "message", "content": content}))
-        async with asyncio.timeout(timeout):
-            async for msg in c.ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    c.outcome = f"ws_{msg.type.name.lower()}"
-                    return
-                ev = json.loads(msg.data)
-                kind = ev.get("type")
-                now = time.perf_counter()
-                if kind == "start":
-                    c.start = now
-                elif kind == "delta":
-                    if c.first is None:
-                        c.first = now
-                    c.deltas += 1
-                elif kind == "done":
-                    c.end = now
-                    c.outcome = "done"
-                    c.completion_tokens = (ev.get("usage") or {}).get("completion_tokens")
-                    return
-                elif kind == "error":
-                    c.end = now
-                    c.outcome = "error:" + str((ev.get("error") or {}).get("code"))
-                    return
-            c.outcome = "closed"
+        await asyncio.sleep(delay)
+        if task.done():  # the server closed the socket before its turn
+            c.outcome = "closed_before_send" if c.outcome == "closed" else c.outcome
+            return
+        c.sent = time.perf_counter()
+        await ws.send_str(json.dumps({"type": "message", "content": content}))
+        await asyncio.wait_for(asyncio.shield(task), timeout)
     except TimeoutError:
         c.outcome = "timeout"
     except Exception as exc:  # noqa: BLE001
         c.outcome = type(exc).__name__
+    finally:
+        if not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:  # noqa: BLE001
+                pass
+        elif c.outcome == "pending" and task.exception() is not None:
+            c.outcome = type(task.exception()).__name__
 
 
 async def direct_stream(session: aiohttp.ClientSession, url: str, delay: float, tokens: int,
