@@ -354,6 +354,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(day_of_month=1, hour=2, minute=0),
     },
 }
+# Cache warming (routing/tasks.py): every tenant with warming on refreshes its popular answers
+# that expire within CACHE_WARM_WINDOW_SECONDS, within its own daily budget. Runs several times
+# per window, so an entry is refreshed before it expires.
+CACHE_WARM_INTERVAL_SECONDS = envint("CACHE_WARM_INTERVAL_SECONDS", 600)
+CELERY_BEAT_SCHEDULE["routing-cache-warm"] = {
+    "task": "routing.tasks.warm_all_tenants",
+    "schedule": float(CACHE_WARM_INTERVAL_SECONDS),
+}
 # --- end billing -----------------------------------------------------------------------------
 
 # --- chat UI ---------------------------------------------------------------------------------

@@ -83,3 +83,71 @@ def test_warming_is_off_unless_the_tenant_turns_it_on(db: None, world: World) ->
     acme = world.acme.tenant
     _entry(acme, "What is the GDP of Chile?", hits=9, age=timedelta(seconds=acme.cache_ttl_seconds - 60))
     assert async_to_sync(warm_tenant)(acme, _fresh_answer).refreshed == 0
+
+
+@pytest.fixture
+def eager_celery() -> Iterator[None]:
+    from config.celery_app import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def test_warming_is_on_the_beat_schedule_and_the_task_is_registered() -> None:
+    from config.celery_app import app
+
+    entries = [
+        e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "routing.tasks.warm_all_tenants"
+    ]
+    assert len(entries) == 1
+    # Several runs per warming window, or an entry could expire between two runs.
+    schedule = entries[0]["schedule"]
+    assert isinstance(schedule, float) and schedule <= settings.CACHE_WARM_WINDOW_SECONDS / 2
+    app.loader.import_default_modules()
+    assert {"routing.tasks.warm_all_tenants", "routing.tasks.warm_tenant_cache"} <= set(app.tasks)
+
+
+def test_the_scheduled_task_warms_each_tenant_through_the_gateway_within_its_budget(
+    db: None, world: World, gateway: object, eager_celery: None
+) -> None:
+    """The beat task fans out to every tenant; each run asks the (fake) upstream through the real
+    gateway, in that tenant's schema, and spends only what that tenant's budget allows."""
+    from routing.tasks import warm_all_tenants, warm_tenant_cache
+
+    acme, outsider = world.acme.tenant, world.outsider.tenant
+    expiring = timedelta(seconds=acme.cache_ttl_seconds - 600)
+    with schema_context(acme.schema_name):
+        CacheSettings.objects.create(
+            warm_enabled=True, warm_budget_usd_per_day=Decimal("1.00"), warm_min_hits=2
+        )
+    with schema_context(outsider.schema_name):
+        # Enough for nothing: each refresh is estimated at the previous answer's cost (0.40).
+        CacheSettings.objects.create(
+            warm_enabled=True, warm_budget_usd_per_day=Decimal("0.10"), warm_min_hits=2
+        )
+    acme_ids = [
+        _entry(acme, "What is the capital of Norway?", hits=5, age=expiring),
+        _entry(acme, "How tall is Mount Kilimanjaro?", hits=3, age=expiring),
+    ]
+    outsider_id = _entry(outsider, "What is the capital of Norway?", hits=5, age=expiring)
+
+    assert warm_all_tenants.apply().get() >= 2
+    with schema_context(acme.schema_name):
+        refreshed = list(CacheEntry.objects.filter(pk__in=acme_ids))
+    assert len(refreshed) == 2
+    for entry in refreshed:
+        assert not entry.answer.startswith("old answer"), entry.answer
+        assert entry.refreshed_at > timezone.now() - timedelta(minutes=1)
+        assert entry.hits >= 3  # popularity survives the refresh
+    with schema_context(outsider.schema_name):
+        assert CacheEntry.objects.get(pk=outsider_id).answer.startswith("old answer")
+    # What the refreshes cost upstream is counted against acme's day, nothing against outsider's.
+    day = timezone.now().strftime("%Y%m%d")
+    redis = get_redis()
+    spent = int(redis.get(f"{settings.REDIS_KEY_PREFIX}:cache:{acme.slug}:warm_spent:{day}") or 0)
+    assert 0 < spent <= 1_000_000
+    assert redis.get(f"{settings.REDIS_KEY_PREFIX}:cache:{outsider.slug}:warm_spent:{day}") is None
+    # Queued on the public schema by mistake, the per-tenant task refuses to guess a tenant.
+    with pytest.raises(RuntimeError):
+        warm_tenant_cache.apply().get()
