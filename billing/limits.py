@@ -1,8 +1,8 @@
 """Which limits apply to a request: the buckets and quota scopes admission checks, and their keys.
 
 The tenant's limits always apply. An API key with its own requests or tokens per minute, or its
-own monthly token quota, gets buckets and a budget of its own on top: a key's limit can narrow
-the tenant's, never widen it.
+own monthly token or cost quota, gets buckets and a budget of its own on top: a key's limit can
+narrow the tenant's, never widen it.
 """
 
 from __future__ import annotations
@@ -91,16 +91,40 @@ def _tag(tenant: Tenant) -> str:
 def bucket_specs(tenant: Tenant, api_key: ApiKey | None, reserved_tokens: int) -> list[BucketSpec]:
     # A limit of 0 would never refill (and divide by zero): suspend a tenant with is_active.
     specs = [
-        BucketSpec(rkey("rl", _tag(tenant), "tenant", "rpm"), "requests", max(1, tenant.requests_per_minute), 1, "tenant"),
-        BucketSpec(rkey("rl", _tag(tenant), "tenant", "tpm"), "tokens", max(1, tenant.tokens_per_minute), reserved_tokens, "tenant"),
+        BucketSpec(
+            rkey("rl", _tag(tenant), "tenant", "rpm"),
+            "requests",
+            max(1, tenant.requests_per_minute),
+            1,
+            "tenant",
+        ),
+        BucketSpec(
+            rkey("rl", _tag(tenant), "tenant", "tpm"),
+            "tokens",
+            max(1, tenant.tokens_per_minute),
+            reserved_tokens,
+            "tenant",
+        ),
     ]
     if api_key is not None and api_key.requests_per_minute:
         specs.append(
-            BucketSpec(rkey("rl", _tag(tenant), "key", api_key.pk, "rpm"), "requests", api_key.requests_per_minute, 1, "API key")
+            BucketSpec(
+                rkey("rl", _tag(tenant), "key", api_key.pk, "rpm"),
+                "requests",
+                api_key.requests_per_minute,
+                1,
+                "API key",
+            )
         )
     if api_key is not None and api_key.tokens_per_minute:
         specs.append(
-            BucketSpec(rkey("rl", _tag(tenant), "key", api_key.pk, "tpm"), "tokens", api_key.tokens_per_minute, reserved_tokens, "API key")
+            BucketSpec(
+                rkey("rl", _tag(tenant), "key", api_key.pk, "tpm"),
+                "tokens",
+                api_key.tokens_per_minute,
+                reserved_tokens,
+                "API key",
+            )
         )
     return specs
 
@@ -135,7 +159,7 @@ def quota_scopes(
                 api_key.pk,
                 month,
                 api_key.monthly_token_quota,
-                None,
+                api_key.monthly_cost_quota,
                 reserved_tokens,
                 reserved_cost_micro,
             )

@@ -133,7 +133,17 @@ class ApiKey(models.Model):
     scopes = models.JSONField(default=list)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
     tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    monthly_token_quota = models.BigIntegerField(null=True, blank=True)
+    monthly_token_quota = models.BigIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(0)], help_text="Empty: only the tenant's quota."
+    )
+    monthly_cost_quota = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal(0))],
+        help_text="USD per calendar month spent through this key. Empty: only the tenant's quota.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
