@@ -41,17 +41,32 @@ def tenant_snapshot(tenant: Tenant) -> dict[str, Any]:
     return {name: getattr(tenant, name) for name in TENANT_FIELDS}
 
 
-def audit_tenant_change(request: Any, tenant: Tenant, before: dict[str, Any], action: str = "tenant.config_changed") -> None:
+def audit_tenant_change(
+    request: Any, tenant: Tenant, before: dict[str, Any], action: str = "tenant.config_changed"
+) -> None:
     """Records what changed (old and new values); quota changes also get their own record, the
     one a tenant's quota history is read from."""
     after = tenant_snapshot(tenant)
-    changed = {name: {"from": before[name], "to": after[name]} for name in TENANT_FIELDS if before[name] != after[name]}
+    changed = {
+        name: {"from": before[name], "to": after[name]}
+        for name in TENANT_FIELDS
+        if before[name] != after[name]
+    }
     if not changed:
         return
-    record_audit(action, request=request, tenant=tenant, target_type="tenant", target_id=tenant.pk, detail=changed)
+    record_audit(
+        action, request=request, tenant=tenant, target_type="tenant", target_id=tenant.pk, detail=changed
+    )
     quota = {name: value for name, value in changed.items() if name in QUOTA_FIELDS}
     if quota:
-        record_audit("quota.changed", request=request, tenant=tenant, target_type="tenant", target_id=tenant.pk, detail=quota)
+        record_audit(
+            "quota.changed",
+            request=request,
+            tenant=tenant,
+            target_type="tenant",
+            target_id=tenant.pk,
+            detail=quota,
+        )
 
 
 def audit_api_key(request: Any, action: str, api_key: ApiKey) -> None:
@@ -61,8 +76,28 @@ def audit_api_key(request: Any, action: str, api_key: ApiKey) -> None:
         tenant=api_key.tenant,
         target_type="api_key",
         target_id=api_key.pk,
-        detail={"name": api_key.name, "prefix": api_key.prefix, "owner_user_id": api_key.user_id, "scopes": api_key.scopes},
+        detail={
+            "name": api_key.name,
+            "prefix": api_key.prefix,
+            "owner_user_id": api_key.user_id,
+            "scopes": api_key.scopes,
+        },
     )
+
+
+API_KEY_QUOTA_FIELDS = ("monthly_token_quota", "monthly_cost_quota")
+
+
+def audit_api_key_limits(request: Any, api_key: ApiKey, changed: dict[str, dict[str, Any]]) -> None:
+    """A key's limits changed (as api_key_update_limits reports them); quota changes also get
+    the quota.changed record a tenant's quota history is read from."""
+    if not changed:
+        return
+    common = {"request": request, "tenant": api_key.tenant, "target_type": "api_key", "target_id": api_key.pk}
+    record_audit("api_key.limits_changed", detail=changed, **common)
+    quota = {name: value for name, value in changed.items() if name in API_KEY_QUOTA_FIELDS}
+    if quota:
+        record_audit("quota.changed", detail=quota, **common)
 
 
 def _on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
@@ -78,7 +113,12 @@ def _on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
 def _on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
     # Django has already masked the password; the name tried is what an investigation needs.
     username = str(credentials.get("username") or credentials.get("email") or "")[:254]
-    record_audit("auth.login_failed", request=request, actor=Actor("anonymous", "", username), detail={"username": username})
+    record_audit(
+        "auth.login_failed",
+        request=request,
+        actor=Actor("anonymous", "", username),
+        detail={"username": username},
+    )
 
 
 def _on_admin_action(sender: Any, instance: LogEntry, created: bool, **kwargs: Any) -> None:

@@ -15,9 +15,17 @@ from django.contrib.auth.models import Group, User
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from billing.audit_events import audit_api_key_limits
 from tenants.models import ApiKey, Domain, Tenant
 from tenants.selectors import current_tenant
-from tenants.services import API_KEY_SCOPES, api_key_create, api_key_revoke, forget_cached_tenants
+from tenants.services import (
+    API_KEY_LIMIT_FIELDS,
+    API_KEY_SCOPES,
+    api_key_create,
+    api_key_revoke,
+    api_key_update_limits,
+    forget_cached_tenants,
+)
 
 
 class PlatformAdminSite(admin.AdminSite):
@@ -142,7 +150,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name", "expires_at", "requests_per_minute", "tokens_per_minute", "monthly_token_quota")
+        fields = ("name", "expires_at", *API_KEY_LIMIT_FIELDS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -164,10 +172,19 @@ class TenantApiKeyAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ()
-        return [f.name for f in ApiKey._meta.fields]
+        # Of an existing key only its own limits and quotas may change.
+        return [f.name for f in ApiKey._meta.fields if f.name not in API_KEY_LIMIT_FIELDS]
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if change:
+            # `obj` already holds the form's values; the service compares with the stored key.
+            stored = ApiKey.objects.select_related("tenant").get(pk=obj.pk)
+            limits = {
+                name: form.cleaned_data.get(name)
+                for name in API_KEY_LIMIT_FIELDS
+                if name in form.cleaned_data
+            }
+            audit_api_key_limits(request, stored, api_key_update_limits(stored, **limits))
             return
         tenant = current_tenant()
         assert tenant is not None
@@ -180,6 +197,7 @@ class TenantApiKeyAdmin(admin.ModelAdmin):
             requests_per_minute=form.cleaned_data.get("requests_per_minute"),
             tokens_per_minute=form.cleaned_data.get("tokens_per_minute"),
             monthly_token_quota=form.cleaned_data.get("monthly_token_quota"),
+            monthly_cost_quota=form.cleaned_data.get("monthly_cost_quota"),
         )
         obj.pk = created.api_key.pk
         messages.warning(request, f"Copy the key now; it is not shown again: {created.secret}")

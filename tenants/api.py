@@ -18,7 +18,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from billing.audit import Actor, record_audit
-from billing.audit_events import audit_api_key, audit_tenant_change, tenant_snapshot
+from billing.audit_events import audit_api_key, audit_api_key_limits, audit_tenant_change, tenant_snapshot
 from config.errors import ApiError
 from tenants import serializers as s
 from tenants.authentication import TENANT_CLAIM, request_scopes
@@ -28,6 +28,7 @@ from tenants.selectors import current_tenant, current_tenant_slug, tenant_get_by
 from tenants.services import (
     api_key_create,
     api_key_revoke,
+    api_key_update_limits,
     tenant_create,
     tenant_update,
     user_create,
@@ -316,6 +317,18 @@ class ApiKeyDetailView(APIView):
 
     def get(self, request: Request, key_id: int) -> Response:
         return Response(s.api_key_out(self._get(request, key_id)))
+
+    def patch(self, request: Request, key_id: int) -> Response:
+        """A tenant admin sets a key's own limits and quotas (raising an exhausted one lets the
+        key's requests through at once)."""
+        if not is_tenant_admin(request):
+            raise ApiError(403, "Only a tenant admin may change a key's limits", "permission_denied")
+        data = _validated(s.ApiKeyLimitsIn, request.data)
+        with transaction.atomic():
+            api_key = self._get(request, key_id)
+            changed = api_key_update_limits(api_key, **data)
+            audit_api_key_limits(request, api_key, changed)
+        return Response(s.api_key_out(api_key))
 
     def delete(self, request: Request, key_id: int) -> Response:
         with transaction.atomic():

@@ -219,10 +219,31 @@ class ApiKeyIn(serializers.Serializer):
     requests_per_minute = serializers.IntegerField(min_value=1, required=False)
     tokens_per_minute = serializers.IntegerField(min_value=1, required=False)
     monthly_token_quota = serializers.IntegerField(min_value=0, required=False)
+    monthly_cost_quota = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal(0), required=False
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "expires_at" in attrs and "expires_in_days" in attrs:
             raise serializers.ValidationError("give expires_at or expires_in_days, not both")
+        return attrs
+
+
+class ApiKeyLimitsIn(serializers.Serializer):
+    """A key's own limits; null removes one (then only the tenant's applies)."""
+
+    requests_per_minute = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    tokens_per_minute = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    monthly_token_quota = serializers.IntegerField(min_value=0, required=False, allow_null=True)
+    monthly_cost_quota = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=Decimal(0), required=False, allow_null=True
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs:
+            raise serializers.ValidationError(
+                "give at least one of requests_per_minute, tokens_per_minute, monthly_token_quota, monthly_cost_quota"
+            )
         return attrs
 
 
@@ -240,4 +261,7 @@ def api_key_out(api_key: ApiKey) -> dict[str, Any]:
         "requests_per_minute": api_key.requests_per_minute,
         "tokens_per_minute": api_key.tokens_per_minute,
         "monthly_token_quota": api_key.monthly_token_quota,
+        "monthly_cost_quota": str(api_key.monthly_cost_quota)
+        if api_key.monthly_cost_quota is not None
+        else None,
     }

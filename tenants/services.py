@@ -6,6 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -148,6 +149,7 @@ def api_key_create(
     requests_per_minute: int | None = None,
     tokens_per_minute: int | None = None,
     monthly_token_quota: int | None = None,
+    monthly_cost_quota: Decimal | None = None,
     secret: str | None = None,
 ) -> CreatedApiKey:
     """Mints a key (or, with `secret`, registers a key imported from another system)."""
@@ -173,7 +175,9 @@ def api_key_create(
         )
     if secret is not None:
         if len(secret) < 32 or not is_api_key_token(secret) or any(c.isspace() for c in secret):
-            raise ApiError(400, "an imported key needs at least 32 characters and must not be a JWT", "invalid_key")
+            raise ApiError(
+                400, "an imported key needs at least 32 characters and must not be a JWT", "invalid_key"
+            )
         if ApiKey.objects.filter(key_hash=hash_api_key(secret)).exists():
             raise ApiError(409, "this key is already registered", "key_exists")
     secret = secret or API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -188,8 +192,37 @@ def api_key_create(
         requests_per_minute=requests_per_minute,
         tokens_per_minute=tokens_per_minute,
         monthly_token_quota=monthly_token_quota,
+        monthly_cost_quota=monthly_cost_quota,
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
+
+
+API_KEY_LIMIT_FIELDS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "monthly_token_quota",
+    "monthly_cost_quota",
+)
+
+
+def api_key_update_limits(api_key: ApiKey, **limits: Any) -> dict[str, dict[str, Any]]:
+    """Sets a key's own limits and quotas (None: only the tenant's apply) and returns what
+    changed, as {field: {"from", "to"}}. Takes effect at the key's next request: admission reads
+    the limits from the key on every call, and this process' key cache is dropped."""
+    unknown = set(limits) - set(API_KEY_LIMIT_FIELDS)
+    if unknown:
+        raise ValueError(f"not a key limit: {', '.join(sorted(unknown))}")
+    changed: dict[str, dict[str, Any]] = {}
+    for name, value in limits.items():
+        before = getattr(api_key, name)
+        if before != value:
+            changed[name] = {"from": before, "to": value}
+            setattr(api_key, name, value)
+    if changed:
+        api_key.full_clean(exclude=["tenant", "key_hash"])
+        api_key.save(update_fields=list(changed))
+        forget_cached_tenants()
+    return changed
 
 
 def api_key_revoke(api_key: ApiKey) -> ApiKey:
