@@ -20,7 +20,8 @@ from billing.rls import tenant_scope
 from billing.selectors import tenant_month_used
 from config.errors import ApiError
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_create
+from tenants.selectors import api_key_get_active
+from tenants.services import api_key_create, api_key_update_limits
 from tests.billing.conftest import limited
 from tests.conftest import World
 
@@ -51,7 +52,11 @@ def test_requests_per_minute_are_admitted_up_to_the_limit_then_429_with_retry_af
     assert admitted[0].headers["x-ratelimit-remaining-tokens"] == "9990"
     assert admitted[0].headers["x-ratelimit-reset-tokens"].endswith(("ms", "s"))
     error = _refusal(tenant)
-    assert (error.status_code, error.code, error.error_type) == (429, "rate_limit_exceeded", "rate_limit_error")
+    assert (error.status_code, error.code, error.error_type) == (
+        429,
+        "rate_limit_exceeded",
+        "rate_limit_error",
+    )
     # One request comes back every 20 s at 3 a minute.
     assert 1 <= int(error.headers["Retry-After"]) <= 20
     assert error.headers["x-ratelimit-remaining-requests"] == "0"
@@ -96,7 +101,9 @@ def test_a_request_larger_than_the_token_limit_is_refused_without_retry_after(wo
 
 def test_an_api_key_can_narrow_the_tenant_limit(world: World) -> None:
     tenant = limited(world.acme.tenant, requests_per_minute=100)
-    narrow = api_key_create(tenant=world.acme.tenant, user_id=world.acme.member.pk, name="n", requests_per_minute=2)
+    narrow = api_key_create(
+        tenant=world.acme.tenant, user_id=world.acme.member.pk, name="n", requests_per_minute=2
+    )
     other = api_key_create(tenant=world.acme.tenant, user_id=world.acme.member.pk, name="o")
     first = _admit(tenant, narrow.api_key)
     assert first.headers["x-ratelimit-limit-requests"] == "2"  # the tighter bucket is reported
@@ -131,7 +138,9 @@ def test_token_quota_admits_while_anything_is_left_then_402_until_raised(world: 
 def test_quota_starts_from_the_usage_already_in_the_database(world: World) -> None:
     baseline, _ = tenant_month_used(world.acme.tenant)
     with schema_context(world.acme.tenant.schema_name):
-        UsageRecord.objects.create(request_id="earlier", model="m", provider="p", prompt_tokens=500, completion_tokens=400)
+        UsageRecord.objects.create(
+            request_id="earlier", model="m", provider="p", prompt_tokens=500, completion_tokens=400
+        )
     tenant = limited(world.acme.tenant, monthly_token_quota=baseline + 1000)
     admission = _admit(tenant, tokens=50)
     assert "95%" in admission.headers["x-quota-warning"]
@@ -154,15 +163,88 @@ def test_cost_quota(world: World) -> None:
     assert _refusal(tenant, cost="0.001").code == "quota_exceeded"
 
 
-def test_api_key_quota(world: World) -> None:
+def _key_audits(tenant: Tenant, api_key: ApiKey, action: str) -> list[dict[str, object]]:
+    with tenant_scope(tenant.pk):
+        details = AuditEvent.objects.filter(action=action).values_list("detail", flat=True)
+        return [d for d in details if d.get("api_key_id") == api_key.pk]
+
+
+def test_api_key_token_quota_warns_refuses_and_can_be_raised(world: World) -> None:
     created = api_key_create(
         tenant=world.acme.tenant, user_id=world.acme.member.pk, name="q", monthly_token_quota=100
     )
-    _admit(world.acme.tenant, created.api_key, tokens=80)
-    _admit(world.acme.tenant, created.api_key, tokens=80)
-    error = _refusal(world.acme.tenant, created.api_key, tokens=80)
-    assert "API key" in error.message
+    first = _admit(world.acme.tenant, created.api_key, tokens=70)
+    assert "x-quota-warning" not in first.headers  # 70 of 100
+    second = _admit(world.acme.tenant, created.api_key, tokens=20)  # 70 committed before it
+    assert second.headers["x-quota-warning"] == "API key monthly quota 90% used"
+    _admit(world.acme.tenant, created.api_key, tokens=20)  # admitted while anything is left: 110
+    error = _refusal(world.acme.tenant, created.api_key, tokens=1)
+    assert (error.status_code, error.code, error.error_type) == (402, "quota_exceeded", "insufficient_quota")
+    assert "tokens quota of this API key" in error.message
+    assert len(_key_audits(world.acme.tenant, created.api_key, "quota.warning")) == 1
+    assert len(_key_audits(world.acme.tenant, created.api_key, "quota.exhausted")) == 1
     _admit(world.acme.tenant, None, tokens=80)  # the tenant itself is not limited
+    api_key_update_limits(created.api_key, monthly_token_quota=1000)
+    raised = api_key_get_active(created.secret)  # as the gateway reads the key
+    assert raised is not None and raised.monthly_token_quota == 1000
+    assert "x-quota-warning" not in _admit(world.acme.tenant, raised, tokens=80).headers
+
+
+def test_api_key_cost_quota_warns_refuses_with_402_and_can_be_raised(world: World) -> None:
+    created = api_key_create(
+        tenant=world.acme.tenant,
+        user_id=world.acme.member.pk,
+        name="budget",
+        monthly_cost_quota=Decimal("0.0100"),
+    )
+    other = api_key_create(tenant=world.acme.tenant, user_id=world.acme.member.pk, name="other")
+    first = _admit(world.acme.tenant, created.api_key, cost="0.004")
+    assert "x-quota-warning" not in first.headers  # 40 percent
+    second = _admit(world.acme.tenant, created.api_key, cost="0.0045")
+    assert second.headers["x-quota-warning"] == "API key monthly quota 85% used"
+    [warning] = _key_audits(world.acme.tenant, created.api_key, "quota.warning")
+    assert warning["scope"] == "API key" and warning["cost_limit"] == "0.0100"
+    assert warning["cost_committed"] == "0.0085"
+    _admit(world.acme.tenant, created.api_key, cost="0.004")  # 0.0085 committed: admitted, 0.0125 after
+    error = _refusal(world.acme.tenant, created.api_key, cost="0.0001")
+    assert (error.status_code, error.code, error.error_type) == (402, "quota_exceeded", "insufficient_quota")
+    assert "Monthly cost quota of this API key is used up (0.0100 USD)" in error.message
+    _refusal(world.acme.tenant, created.api_key, cost="0")  # nothing left, even for a free request
+    [exhausted] = _key_audits(world.acme.tenant, created.api_key, "quota.exhausted")
+    assert exhausted["exhausted"] == "cost"
+    # Neither the tenant nor its other keys are held back by this key's budget.
+    _admit(world.acme.tenant, None, cost="0.004")
+    _admit(world.acme.tenant, other.api_key, cost="0.004")
+    # Settling with less than reserved gives budget back.
+    async_to_sync(settle)(first, 10, Decimal("0.001"))  # 0.0095 committed
+    _admit(world.acme.tenant, created.api_key, cost="0.004")
+    assert _refusal(world.acme.tenant, created.api_key, cost="0.004").status_code == 402
+    # An admin raising the budget lets the key's requests through at once.
+    api_key_update_limits(created.api_key, monthly_cost_quota=Decimal("1.0000"))
+    raised = api_key_get_active(created.secret)
+    assert raised is not None and raised.monthly_cost_quota == Decimal("1.0000")
+    assert "x-quota-warning" not in _admit(world.acme.tenant, raised, cost="0.004").headers
+
+
+def test_api_key_cost_budget_starts_from_the_keys_spend_in_the_database(world: World) -> None:
+    created = api_key_create(
+        tenant=world.acme.tenant,
+        user_id=world.acme.member.pk,
+        name="spent",
+        monthly_cost_quota=Decimal("0.0100"),
+    )
+    with schema_context(world.acme.tenant.schema_name):
+        UsageRecord.objects.create(
+            request_id="key-earlier",
+            api_key_id=created.api_key.pk,
+            model="m",
+            provider="p",
+            cost=Decimal("0.0098"),
+        )
+        UsageRecord.objects.create(request_id="other-earlier", model="m", provider="p", cost=Decimal("5"))
+    admission = _admit(world.acme.tenant, created.api_key, cost="0.001")
+    assert admission.headers["x-quota-warning"] == "API key monthly quota 108% used"
+    assert _refusal(world.acme.tenant, created.api_key, cost="0.001").code == "quota_exceeded"
 
 
 def test_reset_header_uses_openai_durations() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from django.utils import timezone
 
+from billing.models import AuditEvent
+from billing.rls import tenant_scope
 from tenants.models import ApiKey
 from tenants.selectors import hash_api_key
 from tests.conftest import PASSWORD, Api, World, assert_error
@@ -191,3 +194,54 @@ def test_imported_key_in_another_format_authenticates(api: Api, world: World) ->
             assert exc.code == "invalid_key"
         else:
             raise AssertionError("accepted a bad imported key")
+
+
+def test_admin_sets_and_clears_a_keys_own_limits_and_budget(api: Api, world: World) -> None:
+    admin = api.token(world.acme.admin.email, tenant="acme")
+    body = {"name": "budget", "user_id": world.acme.member.pk, "monthly_cost_quota": "2.5"}
+    created = api.post("/api/v1/api-keys", body, tenant="acme", token=admin).json()
+    assert created["monthly_cost_quota"] == "2.5000"
+    assert ApiKey.objects.get(pk=created["id"]).monthly_cost_quota == Decimal("2.5")
+    changes = {"monthly_cost_quota": "10", "monthly_token_quota": 50_000, "requests_per_minute": 5}
+    response = api.patch(f"/api/v1/api-keys/{created['id']}", changes, tenant="acme", token=admin)
+    assert response.status_code == 200, response.content
+    assert response.json()["monthly_cost_quota"] == "10.0000"
+    stored = ApiKey.objects.get(pk=created["id"])
+    assert (stored.monthly_cost_quota, stored.monthly_token_quota, stored.requests_per_minute) == (
+        Decimal("10"),
+        50_000,
+        5,
+    )
+    cleared = api.patch(
+        f"/api/v1/api-keys/{created['id']}", {"monthly_cost_quota": None}, tenant="acme", token=admin
+    )
+    assert cleared.json()["monthly_cost_quota"] is None
+    with tenant_scope(world.acme.tenant.pk):
+        quota_changes = [
+            e.detail
+            for e in AuditEvent.objects.filter(
+                action="quota.changed", target_type="api_key", target_id=str(created["id"])
+            )
+        ]
+    assert quota_changes == [
+        {
+            "monthly_cost_quota": {"from": "2.5000", "to": "10.0000"},
+            "monthly_token_quota": {"from": None, "to": 50000},
+        },
+        {"monthly_cost_quota": {"from": "10.0000", "to": None}},
+    ]
+
+
+def test_only_a_tenant_admin_changes_key_limits_and_only_in_its_tenant(api: Api, world: World) -> None:
+    admin = api.token(world.acme.admin.email, tenant="acme")
+    member = api.token(world.acme.member.email, tenant="acme")
+    key_id = api.post("/api/v1/api-keys", {"name": "mine"}, tenant="acme", token=member).json()["id"]
+    raise_own = {"monthly_cost_quota": "100"}
+    assert_error(api.patch(f"/api/v1/api-keys/{key_id}", raise_own, tenant="acme", token=member), 403)
+    outsider = api.token(world.outsider.admin.email, tenant="outsider")
+    assert_error(api.patch(f"/api/v1/api-keys/{key_id}", raise_own, tenant="outsider", token=outsider), 404)
+    assert ApiKey.objects.get(pk=key_id).monthly_cost_quota is None
+    assert_error(
+        api.patch(f"/api/v1/api-keys/{key_id}", {"monthly_cost_quota": "-1"}, tenant="acme", token=admin), 400
+    )
+    assert_error(api.patch(f"/api/v1/api-keys/{key_id}", {}, tenant="acme", token=admin), 400)
