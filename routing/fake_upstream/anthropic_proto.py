@@ -159,7 +159,10 @@ def plan_content(
     """(content blocks, stop_reason, stop_sequence); text blocks carry their pieces under "_pieces"."""
     tools = _chosen_tools(body, prompt)
     if tools:
-        blocks = []
+        blocks: list[dict[str, Any]] = []
+        if knobs.tool_preamble:
+            preamble = gen.plan_text(knobs.tool_preamble, None, [])
+            blocks.append({"type": "text", "text": preamble.text, "_pieces": preamble.pieces})
         for tool in tools:
             arguments = gen.tool_arguments(tool.get("input_schema"), prompt.user_text)
             blocks.append(

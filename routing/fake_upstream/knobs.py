@@ -43,6 +43,7 @@ KNOB_TYPES: dict[str, tuple[type, ...]] = {
     "stream_error_after_tokens": (int,),
     "reply_tokens": (int,),
     "reply_text": (str,),
+    "tool_preamble": (str,),
     "vision": (bool,),
     "embedding_dim": (int,),
     "seed": (int,),
@@ -73,6 +74,7 @@ class Knobs:
     stream_error_after_tokens: int | None = None  # in-stream error event after N tokens
     reply_tokens: int | None = None  # reply length in words; default 20 (or len(reply_text))
     reply_text: str | None = None  # fixed reply instead of the echo
+    tool_preamble: str | None = None  # text written before tool calls ("Let me check.")
     vision: bool | None = None  # None = guess from the model name
     embedding_dim: int = 384
     seed: int = 0

@@ -147,15 +147,17 @@ async def chat(request: web.Request) -> web.StreamResponse:
         if tool_calls
         else gen.plan_text(_reply(body, prompt, knobs), max_tokens, [stop] if isinstance(stop, str) else stop)
     )
+    preamble = gen.plan_text(knobs.tool_preamble, None, []) if tool_calls and knobs.tool_preamble else None
     eval_count = sum(len(gen.split_pieces(json.dumps(c["function"]["arguments"]))) for c in tool_calls)
-    eval_count = len(plan.pieces) if plan else eval_count
+    eval_count = len(plan.pieces) if plan else eval_count + (len(preamble.pieces) if preamble else 0)
     done_reason = _DONE_REASONS[plan.finish] if plan else "stop"
 
     if not streamed:
         await wait_ms(knobs.latency_ms)
         if knobs.disconnect_after_tokens is not None:
             return drop_connection(request, PROVIDER, model)
-        message: dict[str, Any] = {"role": "assistant", "content": plan.text if plan else ""}
+        content = plan.text if plan else (preamble.text if preamble else "")
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if tool_calls:
             message["tool_calls"] = tool_calls
         return json_response(_final(model, prompt, eval_count, done_reason, message))
@@ -172,7 +174,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
             "message": {"role": "assistant", "content": "", "tool_calls": tool_calls},
             "done": False,
         }
-        tokens = [encode_json(chunk) + b"\n"]
+        tokens = (
+            [f'{head}{json.dumps(piece)}}},"done":false}}\n'.encode() for piece in preamble.pieces]
+            if preamble
+            else []
+        )
+        tokens.append(encode_json(chunk) + b"\n")
     epilogue = (
         encode_json(_final(model, prompt, eval_count, done_reason, {"role": "assistant", "content": ""}))
         + b"\n"

@@ -141,9 +141,8 @@ class ChoicePlan:
 
     @property
     def tokens(self) -> int:
-        if self.tool_calls:
-            return sum(len(call.pieces) for call in self.tool_calls)
-        return len(self.text.pieces) if self.text else 0
+        text = len(self.text.pieces) if self.text else 0
+        return text + sum(len(call.pieces) for call in self.tool_calls)
 
 
 def _chosen_tools(body: dict[str, Any], prompt: gen.Prompt) -> list[dict[str, Any]]:
@@ -204,8 +203,10 @@ def plan_choices(
     n, max_tokens, stops = limits
     tools = _chosen_tools(body, prompt)
     if tools:
+        preamble = gen.plan_text(knobs.tool_preamble, None, []) if knobs.tool_preamble else None
         return [
             ChoicePlan(
+                text=preamble,
                 tool_calls=[
                     ToolCall(
                         new_id("call_"),
@@ -213,7 +214,7 @@ def plan_choices(
                         json.dumps(gen.tool_arguments(tool.get("parameters"), prompt.user_text)),
                     )
                     for tool in tools
-                ]
+                ],
             )
             for _ in range(n)
         ]
@@ -244,13 +245,13 @@ def completion_payload(
     choices = []
     for index, plan in enumerate(plans):
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None, "annotations": []}
+        if plan.text is not None:
+            message["content"] = plan.text.text
         if plan.tool_calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                 for c in plan.tool_calls
             ]
-        elif plan.text is not None:
-            message["content"] = plan.text.text
         logprobs = _logprobs(plan.text.pieces, body) if plan.text else None
         choices.append(
             {"index": index, "message": message, "logprobs": logprobs, "finish_reason": plan.finish_reason}
@@ -288,6 +289,14 @@ def stream_parts(
         content = "null" if plan.tool_calls else '""'
         prologue += chunk(index, f'{{"role":"assistant","content":{content},"refusal":null}}')
         events: list[bytes] = []
+        # Text first: a model that explains itself ("Let me check.") does so before its calls.
+        if plan.text is not None:
+            top = body.get("top_logprobs") or 0
+            for piece in plan.text.pieces:
+                logprobs = "null"
+                if body.get("logprobs"):
+                    logprobs = json.dumps({"content": [gen.logprob_entry(piece, top)], "refusal": None})
+                events.append(chunk(index, json.dumps({"content": piece}), logprobs=logprobs))
         for k, call in enumerate(plan.tool_calls):
             first = {
                 "index": k,
@@ -299,13 +308,6 @@ def stream_parts(
             for piece in call.pieces:
                 delta = {"tool_calls": [{"index": k, "function": {"arguments": piece}}]}
                 events.append(chunk(index, json.dumps(delta)))
-        if plan.text is not None:
-            top = body.get("top_logprobs") or 0
-            for piece in plan.text.pieces:
-                logprobs = "null"
-                if body.get("logprobs"):
-                    logprobs = json.dumps({"content": [gen.logprob_entry(piece, top)], "refusal": None})
-                events.append(chunk(index, json.dumps({"content": piece}), logprobs=logprobs))
         streams.append(events)
         epilogue += chunk(index, "{}", plan.finish_reason)
     # Choices are interleaved position by position, as the real API does for n > 1.
