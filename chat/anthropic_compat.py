@@ -182,6 +182,12 @@ def parse_messages_request(body: Any) -> tuple[ChatRequest, bool]:
     return request, stream
 
 
+def _stop_reason(finish_reason: str | None, stop_sequence: str | None) -> str:
+    if stop_sequence is not None:
+        return "stop_sequence"
+    return STOP_REASONS.get(finish_reason or "stop", "end_turn")
+
+
 def _usage(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.prompt_tokens - usage.cached_tokens,
@@ -206,8 +212,8 @@ def message_json(result: ChatResult, message_id: str, model: str) -> dict[str, A
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": STOP_REASONS.get(choice.finish_reason or "stop", "end_turn"),
-        "stop_sequence": None,
+        "stop_reason": _stop_reason(choice.finish_reason, choice.stop_sequence),
+        "stop_sequence": choice.stop_sequence,
         "usage": _usage(result.usage),
     }
 
@@ -233,6 +239,7 @@ class AnthropicStreamWriter:
         self._open: tuple[str, int] | None = None  # ("text", -1) or ("tool", tool_index)
         self._index = -1
         self.finish_reason: str | None = None
+        self.stop_sequence: str | None = None
 
     def start(self) -> str:
         message: dict[str, Any] = {
@@ -306,12 +313,13 @@ class AnthropicStreamWriter:
                 )
         elif event.kind == "finish":
             self.finish_reason = event.finish_reason
+            self.stop_sequence = event.stop_sequence
         return out
 
     def end(self, usage: Usage) -> str:
         delta = {
-            "stop_reason": STOP_REASONS.get(self.finish_reason or "stop", "end_turn"),
-            "stop_sequence": None,
+            "stop_reason": _stop_reason(self.finish_reason, self.stop_sequence),
+            "stop_sequence": self.stop_sequence,
         }
         final_usage = {
             "output_tokens": usage.completion_tokens,

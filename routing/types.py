@@ -131,6 +131,8 @@ class Choice:
     message: ChatMessage
     finish_reason: FinishReason | None
     logprobs: list[TokenLogprob] | None = None
+    # The stop sequence that ended the answer, where the provider says which (Anthropic does).
+    stop_sequence: str | None = None
 
 
 @dataclass(slots=True)
@@ -151,7 +153,7 @@ class StreamEvent:
     kind="tool_call": a delta of tool call `tool_index` of that choice; the first delta of a call
         carries `tool_call_id` and `tool_name`, later ones only `arguments` pieces.
     kind="logprobs": `logprobs` for the text just sent.
-    kind="finish": choice `choice` ended with `finish_reason`.
+    kind="finish": choice `choice` ended with `finish_reason` (and `stop_sequence`, when known).
     kind="usage": the provider's usage report (or our estimate), once, at the end.
     """
 
@@ -164,6 +166,7 @@ class StreamEvent:
     arguments: str = ""
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None
     usage: Usage | None = None
 
 

@@ -298,7 +298,14 @@ def parse_anthropic_message(data: dict[str, Any], call: AnthropicCall, request: 
     chat_message = ChatMessage(role="assistant", content=text or (None if calls else ""), tool_calls=calls)
     usage = data.get("usage")
     return ChatResult(
-        choices=[Choice(index=0, message=chat_message, finish_reason=finish)],
+        choices=[
+            Choice(
+                index=0,
+                message=chat_message,
+                finish_reason=finish,
+                stop_sequence=data.get("stop_sequence") if finish == "stop" else None,
+            )
+        ],
         usage=usage_from_anthropic(usage) if usage else estimate_usage(request, [text]),
         upstream_id=data.get("id") or "",
         upstream_model=data.get("model") or "",
@@ -332,10 +339,13 @@ class AnthropicStreamTranslator:
             self._update_usage((event.get("message") or {}).get("usage"))
         elif kind == "message_delta":
             self._update_usage(event.get("usage"))
-            stop_reason = (event.get("delta") or {}).get("stop_reason")
-            reason = finish_reason_from_anthropic(stop_reason, client_tool_called=self._tool_count > 0)
+            delta = event.get("delta") or {}
+            reason = finish_reason_from_anthropic(
+                delta.get("stop_reason"), client_tool_called=self._tool_count > 0
+            )
             if reason is not None:
-                return [StreamEvent(kind="finish", finish_reason=reason)]
+                stop_sequence = delta.get("stop_sequence") if reason == "stop" else None
+                return [StreamEvent(kind="finish", finish_reason=reason, stop_sequence=stop_sequence)]
         elif kind == "message_stop":
             self.complete = True
         elif kind == "error":
