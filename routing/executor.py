@@ -70,10 +70,20 @@ def timeout_error() -> ApiError:
     return ApiError(504, "The request's deadline passed before a model answered", "timeout")
 
 
-def _final_error(attempts: list[Attempt], last: Exception | None) -> ApiError:
+def _final_error(
+    attempts: list[Attempt], last: Exception | None, refusal: tuple[str, UnsupportedFeature] | None
+) -> ApiError:
     tried = ", ".join(f"{a.model} ({a.outcome})" for a in attempts) or "none"
-    if isinstance(last, UnsupportedFeature):
-        return ApiError(400, last.message, "unsupported_feature", param=last.param)
+    if isinstance(last, UnsupportedFeature) and refusal is not None:
+        # The first model's refusal: the one the client asked for (or the tenant's primary), not
+        # whichever fallback happened to refuse last.
+        model, first = refusal
+        return ApiError(
+            400,
+            f"The model '{model}' cannot serve this request: {first.message}",
+            "unsupported_feature",
+            param=first.param,
+        )
     if attempts and all(a.outcome == "circuit_open" for a in attempts):
         return ApiError(
             503,
@@ -101,6 +111,7 @@ class Executor:
         """Walks the plan: each model while its circuit allows, retried while it may be."""
         outcome = RouteOutcome(target=plan.targets[0])
         last: Exception | None = None
+        refusal: tuple[str, UnsupportedFeature] | None = None
         for target in plan.targets:
             permit = await self.breaker.allow(target.provider, target.upstream_model)
             if not permit:
@@ -126,6 +137,8 @@ class Executor:
                     raise timeout_error() from None
                 except (ProviderError, UnsupportedFeature) as exc:
                     last = exc
+                    if isinstance(exc, UnsupportedFeature) and refusal is None:
+                        refusal = (target.name, exc)
                     if not await self._retry_same_model(exc, target, attempt_no, deadline, outcome, started):
                         break
                     continue
@@ -134,7 +147,7 @@ class Executor:
                     Attempt(target.name, target.provider, "ok", 200, time.monotonic() - started)
                 )
                 return value, outcome
-        raise _final_error(outcome.attempts, last)
+        raise _final_error(outcome.attempts, last, refusal)
 
     async def _retry_same_model(
         self,
