@@ -7,7 +7,9 @@ in pure functions (`build_ollama_payload`, `parse_ollama_response`, `OllamaStrea
 What does not translate: `n > 1` and logprobs (UnsupportedFeature), images by http(s) URL (Ollama
 takes base64 only, and fetching URLs on a client's behalf is not the gateway's business),
 `tool_choice` beyond "none" and a named tool (Ollama cannot force a call; "required" is sent as
-plain tools), `parallel_tool_calls`, `user` and `metadata` (dropped).
+plain tools), `user` and `metadata` (dropped). Ollama cannot be told to call one tool at most, so
+with `parallel_tool_calls: false` the gateway keeps the first call of an answer and drops the rest
+(they are still billed: the model wrote them).
 """
 
 from __future__ import annotations
@@ -165,12 +167,19 @@ def usage_from_ollama(data: dict[str, Any], request: ChatRequest, written: list[
     return Usage(int(prompt), int(completion or 0))
 
 
+def _one_call_only(request: ChatRequest) -> bool:
+    return request.parallel_tool_calls is False
+
+
 def parse_ollama_response(data: dict[str, Any], request: ChatRequest) -> ChatResult:
     message = data.get("message") or {}
     calls = ollama_tool_calls(message)
+    written = [c.arguments for c in calls]
+    if _one_call_only(request):
+        calls = calls[:1]
     text = str(message.get("content") or "")
     finish = finish_reason_from_ollama(data.get("done_reason"), tool_called=bool(calls))
-    usage = usage_from_ollama(data, request, [text, *(c.arguments for c in calls)])
+    usage = usage_from_ollama(data, request, [text, *written])
     return ChatResult(
         choices=[
             Choice(
@@ -209,6 +218,8 @@ class OllamaStreamTranslator:
             events.append(StreamEvent(kind="text", text=text))
         for call in ollama_tool_calls(message, self._tool_count):
             self._written.append(call.arguments)
+            if self._tool_count and _one_call_only(self._request):
+                continue
             events.append(
                 StreamEvent(
                     kind="tool_call",
