@@ -19,6 +19,7 @@ from chat.openai_compat import ChunkWriter, completion_json, parse_chat_request
 from config.errors import ApiError
 from routing.catalog import catalog_targets, refresh_catalog
 from routing.providers.tokens import estimate_request_tokens
+from routing.router import check_model_allowed
 from routing.types import ProviderError, Usage
 
 AsyncView = Callable[..., Awaitable[HttpResponseBase]]
@@ -101,6 +102,25 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     for name, value in answer_stream.headers.items():
         response[name] = value
     return response
+
+
+@json_api
+async def count_chat_tokens(request: HttpRequest) -> HttpResponseBase:
+    """`POST /v1/chat/completions/count_tokens`: the prompt size of an OpenAI-shaped request, as
+    the gateway meters it (the estimate admission reserves; tools and images included). The body
+    is a chat-completions body, validated the same way; no model is called."""
+    require_method(request, "POST")
+    caller = await resolve_caller(request, "chat")
+    chat_request, _, _ = parse_chat_request(json_body(request))
+    await refresh_catalog()
+    check_model_allowed(caller.tenant, chat_request.model)
+    return JsonResponse(
+        {
+            "object": "chat.completion.token_count",
+            "model": chat_request.model,
+            "input_tokens": estimate_request_tokens(chat_request),
+        }
+    )
 
 
 @json_api
@@ -203,9 +223,11 @@ async def messages(request: HttpRequest) -> HttpResponseBase:
 async def count_message_tokens(request: HttpRequest) -> HttpResponseBase:
     """`POST /v1/messages/count_tokens`: the prompt's size as the gateway meters it."""
     require_method(request, "POST")
-    await resolve_caller(request, "chat")
+    caller = await resolve_caller(request, "chat")
     body = json_body(request)
     if isinstance(body, dict):
         body = {"max_tokens": 1} | body
     chat_request, _ = parse_messages_request(body)
+    await refresh_catalog()
+    check_model_allowed(caller.tenant, chat_request.model)
     return JsonResponse({"input_tokens": estimate_request_tokens(chat_request)})

@@ -49,6 +49,7 @@ urlpatterns = [
         name="conversation-message-edit",
     ),
     path("v1/chat/completions", v1_views.chat_completions, name="v1-chat-completions"),
+    path("v1/chat/completions/count_tokens", v1_views.count_chat_tokens, name="v1-chat-count-tokens"),
     path("v1/models", v1_views.list_models, name="v1-models"),
     path("v1/messages", v1_views.messages, name="v1-messages"),
     path("v1/messages/count_tokens", v1_views.count_message_tokens, name="v1-messages-count-tokens"),
