@@ -53,6 +53,40 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int | None = None)
     return value
 
 
+def _boolean(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise _bad(f"'{name}' must be a boolean", name, "invalid_type")
+    return value
+
+
+def _string(raw: dict[str, Any], name: str, param: str) -> str | None:
+    value = raw.get(name)
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"'{name}' must be a string", param, "invalid_type")
+    return value
+
+
+def _metadata(body: dict[str, Any]) -> dict[str, str]:
+    """OpenAI's rule: at most 16 pairs of string keys (64 chars) and string values (512 chars)."""
+    raw = body.get("metadata")
+    if raw is None:
+        return {}
+    if (
+        not isinstance(raw, dict)
+        or len(raw) > 16
+        or not all(isinstance(k, str) and len(k) <= 64 for k in raw)
+        or not all(isinstance(v, str) and len(v) <= 512 for v in raw.values())
+    ):
+        raise _bad(
+            "'metadata' must be an object of at most 16 string values (keys up to 64 characters, "
+            "values up to 512)",
+            "metadata",
+            "invalid_type",
+        )
+    return dict(raw)
+
+
 def _content(raw: Any, param: str) -> str | list[ContentPart] | None:
     if raw is None or isinstance(raw, str):
         return raw
@@ -87,14 +121,19 @@ def _message(raw: Any, index: int) -> ChatMessage:
         raise _bad(f"'{role}' is not a valid role", f"{param}.role")
     content = _content(raw.get("content"), f"{param}.content")
     tool_calls: list[ToolCall] = []
-    for j, call in enumerate(raw.get("tool_calls") or []):
+    raw_calls = raw.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise _bad("tool_calls must be a list", f"{param}.tool_calls", "invalid_type")
+    for j, call in enumerate(raw_calls):
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise _bad("tool_calls need a function with a name", f"{param}.tool_calls[{j}]")
-        tool_calls.append(
-            ToolCall(id=str(call.get("id", "")), name=fn["name"], arguments=str(fn.get("arguments", "{}")))
-        )
-    if role == "tool" and not raw.get("tool_call_id"):
+        # JSON text, as the model wrote it; an object here would reach the model as Python repr.
+        arguments = _string(fn, "arguments", f"{param}.tool_calls[{j}].function.arguments")
+        call_id = _string(call, "id", f"{param}.tool_calls[{j}].id")
+        tool_calls.append(ToolCall(id=call_id or "", name=fn["name"], arguments=arguments or "{}"))
+    tool_call_id = _string(raw, "tool_call_id", f"{param}.tool_call_id")
+    if role == "tool" and not tool_call_id:
         raise _bad("a tool message needs tool_call_id", f"{param}.tool_call_id", "missing_required_parameter")
     if content is None and not tool_calls:
         raise _bad("message content is required", f"{param}.content", "missing_required_parameter")
@@ -102,8 +141,8 @@ def _message(raw: Any, index: int) -> ChatMessage:
         role="system" if role == "developer" else role,
         content=content,
         tool_calls=tool_calls,
-        tool_call_id=raw.get("tool_call_id"),
-        name=raw.get("name"),
+        tool_call_id=tool_call_id,
+        name=_string(raw, "name", f"{param}.name"),
     )
 
 
@@ -118,11 +157,14 @@ def _tools(body: dict[str, Any]) -> list[ToolSpec]:
         fn = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
             raise _bad("each tool must be {'type': 'function', 'function': {'name': ...}}", f"tools[{i}]")
+        parameters = fn.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _bad("a tool's parameters must be a JSON schema object", f"tools[{i}].function.parameters")
         tools.append(
             ToolSpec(
                 name=fn["name"],
-                description=fn.get("description", ""),
-                parameters=fn.get("parameters") or {"type": "object", "properties": {}},
+                description=_string(fn, "description", f"tools[{i}].function.description") or "",
+                parameters=parameters or {"type": "object", "properties": {}},
                 strict=bool(fn.get("strict", False)),
             )
         )
@@ -190,7 +232,9 @@ def parse_chat_request(body: Any) -> tuple[ChatRequest, bool, bool]:
     stream_options = body.get("stream_options")
     if stream_options is not None and not stream:
         raise _bad("stream_options is only allowed with stream: true", "stream_options")
-    logprobs = bool(body.get("logprobs", False))
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise _bad("stream_options must be an object", "stream_options", "invalid_type")
+    logprobs = bool(_boolean(body, "logprobs"))
     top_logprobs = _integer(body, "top_logprobs", 0, 20)
     if top_logprobs is not None and not logprobs:
         raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
@@ -211,10 +255,10 @@ def parse_chat_request(body: Any) -> tuple[ChatRequest, bool, bool]:
         top_logprobs=top_logprobs,
         tools=tools,
         tool_choice=_tool_choice(body, tools),
-        parallel_tool_calls=body.get("parallel_tool_calls"),
+        parallel_tool_calls=_boolean(body, "parallel_tool_calls"),
         response_format=_response_format(body),
-        user=body.get("user") if isinstance(body.get("user"), str) else None,
-        metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
+        user=_string(body, "user", "user"),
+        metadata=_metadata(body),
     )
     include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
     return request, stream, include_usage
