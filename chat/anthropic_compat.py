@@ -16,6 +16,7 @@ from routing.types import (
     ChatRequest,
     ChatResult,
     ContentPart,
+    ResponseFormat,
     StreamEvent,
     ToolCall,
     ToolSpec,
@@ -34,7 +35,9 @@ def _bad(message: str, param: str) -> ApiError:
     return ApiError(400, message, "invalid_request", param=param)
 
 
-def _image_url(source: dict[str, Any], param: str) -> str:
+def _image_url(source: Any, param: str) -> str:
+    if not isinstance(source, dict):
+        raise _bad(f"{param}.source: must be an object", f"{param}.source")
     if source.get("type") == "base64" and isinstance(source.get("data"), str):
         return f"data:{source.get('media_type', 'image/png')};base64,{source['data']}"
     if source.get("type") == "url" and isinstance(source.get("url"), str):
@@ -42,12 +45,26 @@ def _image_url(source: dict[str, Any], param: str) -> str:
     raise _bad("image source must be base64 or url", param)
 
 
-def _tool_result_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
+def _tool_result_text(content: Any, param: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
+        return "".join(_text(b, param) for b in content if b.get("type") == "text")
+    raise _bad(f"{param}: must be a string or a list of blocks", param)
+
+
+def _text(block: dict[str, Any], param: str) -> str:
+    text = block.get("text")
+    if not isinstance(text, str):
+        raise _bad(f"{param}.text: must be a string", f"{param}.text")
+    return text
+
+
+def _required_string(block: dict[str, Any], name: str, param: str) -> str:
+    value = block.get(name)
+    if not isinstance(value, str) or not value:
+        raise _bad(f"{param}.{name}: Field required (a string)", f"{param}.{name}")
+    return value
 
 
 def _messages(raw: Any) -> list[ChatMessage]:
@@ -71,25 +88,26 @@ def _messages(raw: Any) -> list[ChatMessage]:
             kind = block.get("type") if isinstance(block, dict) else None
             where = f"{param}.content.{j}"
             if kind == "text":
-                parts.append(ContentPart(type="text", text=str(block.get("text", ""))))
+                parts.append(ContentPart(type="text", text=_text(block, where)))
             elif kind == "image":
-                parts.append(
-                    ContentPart(type="image", image_url=_image_url(block.get("source") or {}, where))
-                )
+                parts.append(ContentPart(type="image", image_url=_image_url(block.get("source"), where)))
             elif kind == "tool_use" and role == "assistant":
+                tool_input = block.get("input", {})
+                if not isinstance(tool_input, dict):
+                    raise _bad(f"{where}.input: must be an object", f"{where}.input")
                 calls.append(
                     ToolCall(
-                        str(block.get("id", "")),
-                        str(block.get("name", "")),
-                        json.dumps(block.get("input", {})),
+                        _required_string(block, "id", where),
+                        _required_string(block, "name", where),
+                        json.dumps(tool_input),
                     )
                 )
             elif kind == "tool_result" and role == "user":
                 out.append(
                     ChatMessage(
                         role="tool",
-                        content=_tool_result_text(block.get("content")),
-                        tool_call_id=str(block.get("tool_use_id", "")),
+                        content=_tool_result_text(block.get("content"), f"{where}.content"),
+                        tool_call_id=_required_string(block, "tool_use_id", where),
                     )
                 )
             else:
@@ -107,29 +125,40 @@ def _system(raw: Any) -> list[ChatMessage]:
     if isinstance(raw, str):
         return [ChatMessage(role="system", content=raw)] if raw else []
     if isinstance(raw, list):
-        text = "".join(b.get("text", "") for b in raw if isinstance(b, dict) and b.get("type") == "text")
+        if not all(isinstance(b, dict) and b.get("type") == "text" for b in raw):
+            raise _bad("system: must be a string or a list of text blocks", "system")
+        text = "".join(_text(b, f"system.{i}") for i, b in enumerate(raw))
         return [ChatMessage(role="system", content=text)] if text else []
     raise _bad("system: must be a string or text blocks", "system")
 
 
 def _tools(body: dict[str, Any]) -> tuple[list[ToolSpec], Any, bool | None]:
+    raw_tools = body.get("tools") or []
+    if not isinstance(raw_tools, list):
+        raise _bad("tools: must be a list", "tools")
     tools = []
-    for i, tool in enumerate(body.get("tools") or []):
+    for i, tool in enumerate(raw_tools):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise _bad(f"tools.{i}: needs a name", f"tools.{i}")
-        tools.append(
-            ToolSpec(
-                tool["name"], tool.get("description", ""), tool.get("input_schema") or {"type": "object"}
-            )
-        )
+        schema = tool.get("input_schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise _bad(f"tools.{i}.input_schema: must be a JSON schema object", f"tools.{i}.input_schema")
+        description = tool.get("description") or ""
+        if not isinstance(description, str):
+            raise _bad(f"tools.{i}.description: must be a string", f"tools.{i}.description")
+        tools.append(ToolSpec(tool["name"], description, schema or {"type": "object"}))
     choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, dict):
+        raise _bad("tool_choice: must be an object such as {'type': 'auto'}", "tool_choice")
     parallel: bool | None = None
     mapped: Any = None
     if isinstance(choice, dict):
         kind = choice.get("type")
         mapped = {"auto": "auto", "any": "required", "none": "none"}.get(str(kind))
         if kind == "tool":
-            mapped = {"name": str(choice.get("name"))}
+            mapped = {"name": _required_string(choice, "name", "tool_choice")}
+            if mapped["name"] not in {t.name for t in tools}:
+                raise _bad(f"tool_choice.name: '{mapped['name']}' is not among tools", "tool_choice.name")
         if mapped is None:
             raise _bad("tool_choice.type: must be auto, any, tool or none", "tool_choice.type")
         if choice.get("disable_parallel_tool_use"):
@@ -144,6 +173,37 @@ def _num(body: dict[str, Any], name: str, low: float, high: float) -> float | No
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise _bad(f"{name}: must be between {low} and {high}", name)
     return float(value)
+
+
+def _output_format(body: dict[str, Any]) -> ResponseFormat | None:
+    """Structured output: `output_config.format` (current) or `output_format` (the beta's name)."""
+    config = body.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise _bad("output_config: must be an object", "output_config")
+    fmt = (config or {}).get("format") or body.get("output_format")
+    if fmt is None:
+        return None
+    if (
+        not isinstance(fmt, dict)
+        or fmt.get("type") != "json_schema"
+        or not isinstance(fmt.get("schema"), dict)
+    ):
+        raise _bad(
+            "output_config.format: must be {'type': 'json_schema', 'schema': {...}}", "output_config.format"
+        )
+    return ResponseFormat(type="json_schema", name="output", schema=fmt["schema"], strict=True)
+
+
+def _metadata_user(body: dict[str, Any]) -> str | None:
+    metadata = body.get("metadata")
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise _bad("metadata: must be an object", "metadata")
+    user = metadata.get("user_id")
+    if user is not None and not isinstance(user, str):
+        raise _bad("metadata.user_id: must be a string", "metadata.user_id")
+    return user or None
 
 
 def parse_messages_request(body: Any) -> tuple[ChatRequest, bool]:
@@ -162,7 +222,6 @@ def parse_messages_request(body: Any) -> tuple[ChatRequest, bool]:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
         raise _bad("top_k: must be a non-negative integer", "top_k")
     tools, tool_choice, parallel = _tools(body)
-    metadata = body.get("metadata") or {}
     request = ChatRequest(
         model=model,
         messages=[*_system(body.get("system")), *_messages(body.get("messages"))],
@@ -174,7 +233,8 @@ def parse_messages_request(body: Any) -> tuple[ChatRequest, bool]:
         tools=tools,
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
-        user=str(metadata.get("user_id")) if isinstance(metadata, dict) and metadata.get("user_id") else None,
+        response_format=_output_format(body),
+        user=_metadata_user(body),
     )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
