@@ -393,6 +393,35 @@ def test_json_object_and_json_schema(oai: openai.OpenAI, knobs: Any, model: str,
         assert sent["response_format"]["json_schema"]["schema"] == ANSWER_SCHEMA
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize("model", ["claude-3-5-haiku", "gpt-4o-mini", "llama-3.1-8b"])
+def test_anthropic_structured_output_through_every_protocol(
+    gateway_server: GatewayServer, live_keys: dict[str, str], knobs: Any, model: str, stream: bool
+) -> None:
+    """`output_config.format` (Anthropic's structured outputs) answers one text block of JSON."""
+    body = {
+        "model": model,
+        "max_tokens": 200,
+        "messages": [{"role": "user", "content": "Weather in Oslo"}],
+        "output_config": {"format": {"type": "json_schema", "schema": ANSWER_SCHEMA}},
+        "stream": stream,
+    }
+    headers = {"x-api-key": live_keys["acme"], "Cache-Control": "no-cache"}
+    response = httpx.post(gateway_server.url + "/v1/messages", json=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    if stream:
+        events = list(_sse(response))
+        assert [d["content_block"]["type"] for n, d in events if n == "content_block_start"] == ["text"]
+        text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
+        stop_reason = events[-2][1]["delta"]["stop_reason"]
+    else:
+        [block] = response.json()["content"]
+        assert block["type"] == "text"
+        text, stop_reason = block["text"], response.json()["stop_reason"]
+    jsonschema.validate(json.loads(text), ANSWER_SCHEMA)
+    assert stop_reason == "end_turn"
+
+
 def test_sdk_parse_helper_gets_typed_structured_output(oai: openai.OpenAI, knobs: Any) -> None:
     from pydantic import BaseModel
 
@@ -623,6 +652,29 @@ def test_what_a_provider_cannot_do_is_a_clear_400(
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": [{"type": "video"}]}]}, "messages[0].content[0]"),
+        ({"metadata": "x"}, "metadata"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"user": 5}, "user"),
+        ({"logprobs": "yes"}, "logprobs"),
+        ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+        ({"stream": True, "stream_options": "x"}, "stream_options"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"messages": [{"role": "user", "content": "x", "name": 5}]}, "messages[0].name"),
+        ({"messages": [{"role": "tool", "tool_call_id": 5, "content": "x"}]}, "messages[0].tool_call_id"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": {"a": 1}}}],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
     ],
 )
 def test_openai_validation_errors(oai: openai.OpenAI, knobs: Any, params: dict[str, Any], param: str) -> None:
@@ -649,6 +701,32 @@ def test_openai_validation_errors(oai: openai.OpenAI, knobs: Any, params: dict[s
         {"tool_choice": {"type": "sometimes"}},
         {"tools": [{"description": "no name"}]},
         {"messages": [{"role": "user", "content": [{"type": "video"}]}]},
+        {"metadata": "x"},
+        {"metadata": {"user_id": 5}},
+        {"tools": "x"},
+        {"tools": [{"name": "f", "input_schema": "x"}]},
+        {"tool_choice": "auto"},
+        {"tool_choice": {"type": "tool"}},
+        {"tool_choice": {"type": "tool", "name": "missing"}},
+        {"system": [5]},
+        {"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]},
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "a", "content": 5}]}
+            ]
+        },
+        {"messages": [{"role": "user", "content": [{"type": "image", "source": "x"}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+        {
+            "messages": [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "a", "name": "f", "input": "x"}],
+                },
+                {"role": "user", "content": "x"},
+            ]
+        },
+        {"output_config": {"format": {"type": "xml"}}},
     ],
 )
 def test_anthropic_validation_errors(claude: anthropic.Anthropic, knobs: Any, params: dict[str, Any]) -> None:
