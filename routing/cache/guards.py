@@ -184,6 +184,10 @@ def question_kind(a: Analysis) -> str:
     """What kind of answer the question wants: why / who / when / where / how-much / yes-no, or
     "open" (how, what, which: interchangeable in paraphrases), or "" when it cannot tell."""
     words = a.words
+    # A question that opens with an auxiliary is a yes-no one, whatever wh-word follows in a
+    # clause of it: "Is it okay to marry a man who is older?", "Can one tell who viewed...?".
+    if words and words[0] in _AUXILIARIES:
+        return "yes-no"
     for index, word in enumerate(words[:12]):
         if word in _SPECIFIC:
             return _SPECIFIC[word]
@@ -192,8 +196,6 @@ def question_kind(a: Analysis) -> str:
             return "how-much" if following in _HOW_MEASURE else "open"
         if word in ("what", "which"):
             return "open"
-    if words and words[0] in _AUXILIARIES:
-        return "yes-no"
     return ""
 
 

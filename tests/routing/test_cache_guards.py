@@ -46,6 +46,7 @@ PARAPHRASES = [
     ("Why Do Olympians Bite Their Medals?", "Why do olympians bite their medals?"),
     ("How do I learn Python and Java?", "How do I learn Java and Python?"),
     ("Give me two tips for sleeping better", "Give me 2 tips for sleeping better"),
+    ("Can one tell who viewed my Instagram videos?", "How can I see who viewed my Instagram videos?"),
 ]
 
 
@@ -66,6 +67,10 @@ def test_question_kinds() -> None:
     assert question_kind(analyse("How can I learn to swim?")) == "open"
     assert question_kind(analyse("Is Rust memory safe?")) == "yes-no"
     assert question_kind(analyse("Rust memory safety")) == ""
+    # A wh-word in a clause of a yes-no question does not make it a who / when question.
+    assert question_kind(analyse("Is it okay to marry a man who is 12 years older?")) == "yes-no"
+    assert question_kind(analyse("Can one tell who viewed my videos?")) == "yes-no"
+    assert question_kind(analyse("Linux: when was it first released?")) == "when"
 
 
 def test_normalisation_folds_case_space_and_trailing_punctuation_but_not_code() -> None:
