@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -141,8 +142,11 @@ def _ask(
     return text, calls, finish, raw
 
 
-def _agent_loop(oai: openai.OpenAI, model: str, stream: bool) -> tuple[Any, Any]:
-    """Call with tools, answer the tool call, get the final text; returns both raw responses."""
+def _agent_loop(
+    oai: openai.OpenAI, model: str, stream: bool, between: Callable[[], None] | None = None
+) -> tuple[Any, Any]:
+    """Call with tools, answer the tool call, get the final text; returns both raw responses.
+    `between` runs after the first call (to break a provider half-way through the loop)."""
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": "You are a weather bot."},
         {"role": "user", "content": "What is the weather in Paris?"},
@@ -166,6 +170,8 @@ def _agent_loop(oai: openai.OpenAI, model: str, stream: bool) -> tuple[Any, Any]
         }
     )
     messages.append({"role": "tool", "tool_call_id": call["id"], "content": TOOL_RESULT})
+    if between is not None:
+        between()
     text, calls, finish, final = _ask(oai, stream, model=model, messages=messages, tools=[WEATHER])
     assert (text, calls, finish) == (f"Tool result: {TOOL_RESULT}", [], "stop"), model
     return first, final
@@ -203,6 +209,36 @@ def test_agent_loop_survives_a_fallback_from_openai_to_anthropic(oai: openai.Ope
             route = raw.headers["x-gateway-route"]
             assert "gpt-4o-mini=" in route and route.endswith("claude-3-5-haiku=ok"), route
     assert knobs.count("anthropic", "claude-3-5-haiku-latest", "total") == 4
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(("model", "protocol"), [("gpt-4o-mini", "openai"), ("llama-3.1-8b", "ollama")])
+def test_agent_loop_switches_protocol_half_way(
+    oai: openai.OpenAI, knobs: Any, model: str, protocol: str, stream: bool
+) -> None:
+    """The tool call comes from one protocol, its result goes to another: the call id and
+    arguments made by OpenAI or Ollama reach Anthropic as a tool_use / tool_result pair."""
+
+    def break_primary() -> None:
+        knobs.knobs.update({"provider": protocol, "error_status": 503})
+
+    first, final = _agent_loop(oai, model, stream, between=break_primary)
+    assert first.headers["x-gateway-model"] == model and "x-gateway-route" in first.headers
+    assert final.headers["x-gateway-model"] == "claude-3-5-haiku"
+    assert final.headers["x-gateway-route"].startswith(f"{model}=")
+    assert final.headers["x-gateway-route"].endswith("claude-3-5-haiku=ok")
+    sent = _upstream_bodies(knobs)[-1]
+    [assistant, user] = sent["messages"][-2:]
+    [tool_use] = [b for b in assistant["content"] if b["type"] == "tool_use"]
+    assert tool_use["name"] == "get_weather"
+    jsonschema.validate(tool_use["input"], WEATHER_PARAMS)
+    assert user["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": tool_use["id"],
+            "content": [{"type": "text", "text": TOOL_RESULT}],
+        }
+    ]
 
 
 def _anthropic_agent_loop(claude: anthropic.Anthropic, model: str, stream: bool) -> list[Any]:
@@ -1020,6 +1056,7 @@ def test_tools_images_and_schemas_are_served_from_cache_only_on_exact_match(
             status, again = ask(**params)
             if status != "miss":
                 break
+            time.sleep(0.05)
         assert status == "exact" and again.choices[0].message.content == first.choices[0].message.content
         assert ask(**near_params)[0] == "miss", near_params
         assert ask(**changed)[0] == "miss", changed
@@ -1028,6 +1065,7 @@ def test_tools_images_and_schemas_are_served_from_cache_only_on_exact_match(
     for _ in range(50):
         if ask(messages=question)[0] == "exact":
             break
+        time.sleep(0.05)
     assert ask(messages=near)[0] == "semantic", plain_status
 
 
