@@ -10,10 +10,12 @@ from config.health import graceful_shutdown
 from config.tracing import configure_tracing
 
 # Before the handler is built: the Django instrumentation adds its middleware to the chain.
-configure_tracing("chat-platform-web")
+tracing_on = configure_tracing("chat-platform-web")
 django_asgi_app = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
+
+from config.api_asgi import api_application, by_path  # noqa: E402
 
 if settings.DEBUG:
     # Development serves static files from the app server; production puts them on a CDN/nginx.
@@ -30,7 +32,7 @@ from config.websocket_urls import websocket_urlpatterns  # noqa: E402
 application = graceful_shutdown(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": by_path(settings.API_PATH_PREFIXES, api_application(tracing_on), django_asgi_app),
             "websocket": TenantWebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
         }
     )

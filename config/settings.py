@@ -90,6 +90,9 @@ TENANT_APPS = [
 INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 TENANT_MODEL = "tenants.Tenant"
+# django-tenants sets the search_path once per connection use and schema switch, not before every
+# query: activating a tenant, a rollback and giving the connection back to the pool all reset it.
+TENANT_LIMIT_SET_CALLS = envbool("TENANT_LIMIT_SET_CALLS", True)
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 # The first router answers every question; django-tenants insists on seeing its own listed too.
 DATABASE_ROUTERS = ("config.db_router.ScopedTenantSyncRouter", "django_tenants.routers.TenantSyncRouter")
@@ -110,6 +113,21 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+# The machine-facing OpenAI/Anthropic-compatible endpoints (async views, bearer credentials, no
+# cookies) run through a chain of their own (config/asgi.py): no sessions, CSRF, messages or
+# frame options, whose hooks each cost a hop to a worker thread under ASGI, and the tenant
+# resolved on the event loop. Same request ids, tracing, security headers and metrics.
+API_PATH_PREFIXES = ("/v1/",)
+API_MIDDLEWARE = [
+    "config.middleware.ApiPrometheusBeforeMiddleware",
+    "config.middleware.RequestIdMiddleware",
+    "config.tracing.TraceIdMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
+    "config.middleware.ApiSecurityMiddleware",
+    "tenants.middleware.ApiTenantResolutionMiddleware",
+    "config.middleware.ApiPrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls_tenant"
@@ -144,6 +162,20 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A pool of connections per process (psycopg_pool, Django's `pool` option): each request borrows
+# one for its sync work and gives it back when it ends. Without it every request opened its own
+# connection, and Postgres forked a backend for it: at 200 requests a second that was most of a
+# core (benchmarks/peer_gateway.sh profile). The schema is safe to share: django-tenants sets the
+# search_path on every cursor, and the RLS tenant setting is transaction-local (billing/rls.py).
+if envbool("DB_POOL", True):
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django must not
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": envint("DB_POOL_MIN_SIZE", 2),
+        "max_size": envint("DB_POOL_MAX_SIZE", 20),
+        # A request waits this long for a free connection before failing with a 503-worthy error.
+        "timeout": envfloat("DB_POOL_TIMEOUT", 10.0),
+    }
 # Several test runs on one machine (a developer and a helper, say) each need their own database.
 DATABASES["default"]["TEST"] = {"NAME": envstr("TEST_DATABASE_NAME", "test_chatplatform")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -389,7 +421,9 @@ SERVE_STATIC_FILES = envbool("SERVE_STATIC_FILES", PLATFORM_ENV != "production")
 # Metrics (config/metrics.py), traces (config/tracing.py) and JSON logs (config/logging.py);
 # docs/operations.md explains each. Tracing itself reads the standard OTEL_* variables.
 # After the request id is known, before anything that might log: x-trace-id and the log context.
-MIDDLEWARE.insert(MIDDLEWARE.index("config.middleware.RequestIdMiddleware") + 1, "config.tracing.TraceIdMiddleware")
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("config.middleware.RequestIdMiddleware") + 1, "config.tracing.TraceIdMiddleware"
+)
 # When set, /metrics answers only `Authorization: Bearer <token>` (it lists every tenant's usage).
 METRICS_BEARER_TOKEN = envsecret("METRICS_BEARER_TOKEN", "")
 # Celery would replace the root logger's handlers with its own text format.

@@ -16,6 +16,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
 from django.http import HttpRequest, HttpResponse
 
 from config.errors import error_response
@@ -46,12 +47,14 @@ def _base_host(host: str) -> bool:
     return host in {base, "127.0.0.1", "testserver", "::1"} or not host.endswith("." + base)
 
 
-def resolve_tenant(request: HttpRequest) -> HttpResponse | None:
-    """Sets request.tenant / request.api_key / request.urlconf and activates the schema on this
-    thread's connection; returns an error response when the request names no valid tenant."""
+def resolve_tenant(request: HttpRequest, activate: bool = True) -> HttpResponse | None:
+    """Sets request.tenant / request.api_key / request.urlconf and (with `activate`) activates the
+    schema on this thread's connection; returns an error response when the request names no
+    valid tenant."""
     request.api_key = None  # type: ignore[attr-defined]
     if request.path.startswith(TENANT_FREE_PATHS):
-        activate_public()
+        if activate:
+            activate_public()
         return None
     tenant: Tenant | None = None
     slug = request.headers.get("X-Tenant-ID", "").strip()
@@ -91,10 +94,12 @@ def resolve_tenant(request: HttpRequest) -> HttpResponse | None:
     if tenant is not None:
         request.tenant = tenant  # type: ignore[attr-defined]
     if tenant is None:
-        activate_public()
+        if activate:
+            activate_public()
         request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
     else:
-        activate_tenant(tenant)
+        if activate:
+            activate_tenant(tenant)
         request.urlconf = settings.ROOT_URLCONF  # type: ignore[attr-defined]
     return None
 
@@ -130,3 +135,29 @@ class TenantResolutionMiddleware:
             return await response
         finally:
             await sync_to_async(activate_public)()
+
+
+class ApiTenantResolutionMiddleware:
+    """The tenant resolution of the API chain (API_MIDDLEWARE: the `/v1/` endpoints, async views
+    that set the schema for each database call themselves through `tenant_db`).
+
+    The tenant and key lookups are usually answered by the selectors' in-process cache, so this
+    resolves on the event loop; only a cache miss, which needs the database, goes to a worker
+    thread (Django refuses a query on the loop with SynchronousOnlyOperation before it runs).
+    It activates no schema: no sync view runs behind it to read one."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            refusal = resolve_tenant(request, activate=False)
+        except SynchronousOnlyOperation:
+            refusal = await sync_to_async(resolve_tenant)(request, activate=False)
+        if refusal is not None:
+            return refusal
+        return await self.get_response(request)
