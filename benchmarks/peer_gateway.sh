@@ -67,12 +67,9 @@ export SESSION_COOKIE_SECURE=0
 export OPENAI_BASE_URL=http://127.0.0.1:9100/v1 OPENAI_API_KEY=bench
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 export DJANGO_SETTINGS_MODULE=config.settings
-# DB_CONN_MAX_AGE: the production default (60) keeps one Postgres connection per request thread
-# alive after its request (Django under ASGI runs each request's sync work in a new thread), so
-# connections pile up: at 20 concurrent requests Postgres' max_connections (100, shared with
-# everyone on this machine) ran out and the gateway answered 500s. 0 closes each at the end of its
-# request (one new connection per request instead). Set DB_CONN_MAX_AGE=60 to see the default.
-export DB_CONN_MAX_AGE="${DB_CONN_MAX_AGE:-0}"
+# Database connections: a psycopg pool per server process (DB_POOL=1, the default; see
+# config/settings.py). DB_POOL=0 gives one new connection per request, as before the pool.
+export DB_POOL="${DB_POOL:-1}"
 if [ -z "${BENCH_API_KEY:-}" ]; then
   if [ -s "$OUT/bench-key" ]; then BENCH_API_KEY="$(cat "$OUT/bench-key")"
   else BENCH_API_KEY="sk-$("$PY" -c 'import secrets; print(secrets.token_hex(32))')"; fi
@@ -126,7 +123,7 @@ machine_record() {
     echo "litellm: $("$PEER_OUT/litellm-venv/bin/pip" show litellm 2>/dev/null | grep ^Version || echo absent)"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD) (dirty: $(git -C "$ROOT" status --porcelain | wc -l) paths)"
     echo "code: $SRC (sha1 of the app packages: $(cd "$SRC" && find config tenants chat routing billing -name '*.py' -print0 | sort -z | xargs -0 cat | sha1sum | cut -c1-12))"
-    echo "DB_CONN_MAX_AGE=$DB_CONN_MAX_AGE DATABASE_URL=$DATABASE_URL REDIS_KEY_PREFIX=$REDIS_KEY_PREFIX"
+    echo "DB_POOL=$DB_POOL DATABASE_URL=$DATABASE_URL REDIS_KEY_PREFIX=$REDIS_KEY_PREFIX"
   } | tee "$RUN/env.txt"
 }
 
