@@ -140,7 +140,7 @@ print("purged", purge_tenant_cache(Tenant.objects.get(slug="demo")))'
   "$PY" /work/shared/bench/peer/waitidle.py --max-busy "${MAX_BUSY:-30}" --timeout "${IDLE_TIMEOUT:-120}" \
     2>&1 | tee -a "$RUN/round-$round.txt" || true
   echo "round $round: load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/round-$round.txt"
-  "$PY" benchmarks/cache_latency.py --base-url "http://127.0.0.1:$PORT" --api-key "$BENCH_API_KEY" \
+  "$PY" "$ROOT/benchmarks/cache_latency.py" --base-url "http://127.0.0.1:$PORT" --api-key "$BENCH_API_KEY" \
     --requests "${REQUESTS:-200}" --model gpt-4o-mini 2>&1 | tee -a "$RUN/round-$round.txt"
   echo "round $round: load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/round-$round.txt"
 done
