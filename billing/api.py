@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing.admission import month_used_now, rate_limit_remaining
+from billing.admission import usage_endpoint_state
 from billing.audit import record_audit
 from billing.models import AuditEvent
 from billing.privacy import user_data_erase, user_data_export
@@ -71,7 +71,9 @@ def parse_period(params: Any) -> tuple[date, date]:
         try:
             first = datetime.strptime(params["period"], "%Y-%m").date()
         except ValueError:
-            raise ApiError(400, "period must be a month as YYYY-MM", "invalid_period", param="period") from None
+            raise ApiError(
+                400, "period must be a month as YYYY-MM", "invalid_period", param="period"
+            ) from None
         return month_bounds(first)
     start = _parse_day(params["start"], "start") if params.get("start") else today.replace(day=1)
     end = _parse_day(params["end"], "end") if params.get("end") else max(today, start)
@@ -107,17 +109,19 @@ class UsageView(APIView):
         tenant = _tenant_for_usage(request, tenant_id)
         start, end = parse_period(request.query_params)
         usage = tenant_usage(tenant, start, end)
-        month_tokens, month_cost = month_used_now(tenant)
+        remaining, month_tokens, month_cost = usage_endpoint_state(tenant)
         body = {
             "object": "usage",
             "tenant_id": tenant.pk,
             "tenant": tenant.slug,
             "period": {"start": start.isoformat(), "end": end.isoformat()},
             **totals_out(usage.total),
-            "rate_limit_remaining": rate_limit_remaining(tenant),
+            "rate_limit_remaining": remaining,
             "quota": {
                 "monthly_tokens": tenant.monthly_token_quota,
-                "monthly_cost_usd": _money(tenant.monthly_cost_quota) if tenant.monthly_cost_quota is not None else None,
+                "monthly_cost_usd": _money(tenant.monthly_cost_quota)
+                if tenant.monthly_cost_quota is not None
+                else None,
                 "tokens_used_this_month": month_tokens,
                 "cost_this_month": _money(month_cost),
             },
@@ -147,7 +151,9 @@ def _int_param(params: Any, name: str, default: int, maximum: int) -> int:
     if raw in (None, ""):
         return default
     if not str(raw).isdigit() or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, f"{name} must be a whole number from 1 to {maximum}", "invalid_parameter", param=name)
+        raise ApiError(
+            400, f"{name} must be a whole number from 1 to {maximum}", "invalid_parameter", param=name
+        )
     return int(raw)
 
 
@@ -159,7 +165,9 @@ class AuditEventListView(APIView):
         own = current_tenant()
         if own is not None:
             if not is_tenant_admin(request):
-                raise ApiError(403, "Only an admin of this tenant may read its audit trail", "permission_denied")
+                raise ApiError(
+                    403, "Only an admin of this tenant may read its audit trail", "permission_denied"
+                )
             scope: int | str = own.pk
         elif is_platform_staff(request):
             scope = ALL_TENANTS
@@ -224,7 +232,9 @@ class UserDataEraseView(APIView):
         user = _user_or_404(user_id)
         erase_account = request.data.get("erase_account", False) if isinstance(request.data, dict) else False
         if not isinstance(erase_account, bool):
-            raise ApiError(400, "erase_account must be true or false", "invalid_parameter", param="erase_account")
+            raise ApiError(
+                400, "erase_account must be true or false", "invalid_parameter", param="erase_account"
+            )
         if erase_account and user.pk == request.user.pk:
             raise ApiError(400, "An admin cannot erase their own account", "self_erasure")
         with transaction.atomic():

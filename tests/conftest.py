@@ -16,6 +16,7 @@ import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
 
+from billing.selectors import forget_cached_rollups
 from tenants.models import Tenant
 from tenants.schema import activate_public
 from tenants.selectors import forget_cached_tenants
@@ -99,8 +100,10 @@ def world(django_db_setup: None, django_db_blocker: Any) -> World:
 @pytest.fixture(autouse=True)
 def _fresh_process_state() -> Iterator[None]:
     forget_cached_tenants()
+    forget_cached_rollups()
     yield
     forget_cached_tenants()
+    forget_cached_rollups()
     activate_public()
 
 
