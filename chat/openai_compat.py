@@ -362,6 +362,8 @@ class ChunkWriter:
         }
         if event.kind == "text":
             delta["content"] = event.text
+            if event.logprobs:
+                choice["logprobs"] = _logprobs_json(event.logprobs)
         elif event.kind == "tool_call":
             call: dict[str, Any] = {"index": event.tool_index, "function": {"arguments": event.arguments}}
             if event.tool_call_id:

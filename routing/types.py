@@ -149,10 +149,10 @@ class ChatResult:
 class StreamEvent:
     """One event of a streamed answer, the same for every provider.
 
-    kind="text": `text` is a delta of choice `choice`.
+    kind="text": `text` is a delta of choice `choice` (with its `logprobs`, when asked for).
     kind="tool_call": a delta of tool call `tool_index` of that choice; the first delta of a call
         carries `tool_call_id` and `tool_name`, later ones only `arguments` pieces.
-    kind="logprobs": `logprobs` for the text just sent.
+    kind="logprobs": `logprobs` that came without text.
     kind="finish": choice `choice` ended with `finish_reason` (and `stop_sequence`, when known).
     kind="usage": the provider's usage report (or our estimate), once, at the end.
     """

@@ -290,14 +290,15 @@ class OpenAIStreamTranslator:
             self._seen.add(index)
             delta = choice.get("delta") or {}
             text = delta.get("content") or delta.get("refusal")
+            # Logprobs stay on the text they describe, so clients see them in the same chunk.
+            logprobs = logprobs_from_openai(choice.get("logprobs"))
             if text:
                 self._written.append(text)
-                events.append(StreamEvent(kind="text", choice=index, text=text))
+                events.append(StreamEvent(kind="text", choice=index, text=text, logprobs=logprobs or None))
+            elif logprobs:
+                events.append(StreamEvent(kind="logprobs", choice=index, logprobs=logprobs))
             for call in delta.get("tool_calls") or ():
                 events.append(self._tool_event(index, call))
-            logprobs = logprobs_from_openai(choice.get("logprobs"))
-            if logprobs:
-                events.append(StreamEvent(kind="logprobs", choice=index, logprobs=logprobs))
             if choice.get("finish_reason") is not None:
                 self._finished.add(index)
                 reason = finish_reason_from_openai(choice["finish_reason"])

@@ -628,6 +628,10 @@ def test_streamed_several_choices_with_logprobs(oai: openai.OpenAI, knobs: Any) 
     for chunk in chunks:
         for choice in chunk.choices:
             texts[choice.index] += choice.delta.content or ""
+            if choice.delta.content:
+                # Each piece of text carries its own logprobs, in the same chunk.
+                assert choice.logprobs is not None and choice.logprobs.content is not None
+                assert "".join(t.token for t in choice.logprobs.content) == choice.delta.content
             if choice.logprobs and choice.logprobs.content:
                 tokens[choice.index] += [t.token for t in choice.logprobs.content]
             if choice.finish_reason:

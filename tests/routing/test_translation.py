@@ -238,7 +238,9 @@ def test_openai_stream_translation() -> None:
         events.extend(translator.feed(item))
     assert translator.complete
     kinds = [e.kind for e in events]
-    assert kinds == ["text", "text", "logprobs", "tool_call", "tool_call", "tool_call", "finish"]
+    assert kinds == ["text", "text", "tool_call", "tool_call", "tool_call", "finish"]
+    assert events[0].logprobs is None and events[1].logprobs is not None  # on the text they describe
+    assert events[1].logprobs[0].token == "lo"
     first_call, *rest = [e for e in events if e.kind == "tool_call"]
     assert (first_call.tool_call_id, first_call.tool_name) == ("call_9", "f")
     assert all(e.tool_call_id is None for e in rest) and "".join(e.arguments for e in rest) == '{"a":1}'
