@@ -45,12 +45,23 @@ def _image_url(source: Any, param: str) -> str:
     raise _bad("image source must be base64 or url", param)
 
 
-def _tool_result_text(content: Any, param: str) -> str:
+def _tool_result_content(content: Any, param: str) -> str | list[ContentPart]:
+    """A tool result's text, or its parts when it carries images (a screenshot tool's answer)."""
     if content is None or isinstance(content, str):
         return content or ""
-    if isinstance(content, list) and all(isinstance(b, dict) for b in content):
-        return "".join(_text(b, param) for b in content if b.get("type") == "text")
-    raise _bad(f"{param}: must be a string or a list of blocks", param)
+    if not isinstance(content, list) or not all(isinstance(b, dict) for b in content):
+        raise _bad(f"{param}: must be a string or a list of blocks", param)
+    parts: list[ContentPart] = []
+    for j, block in enumerate(content):
+        if block.get("type") == "text":
+            parts.append(ContentPart(type="text", text=_text(block, f"{param}.{j}")))
+        elif block.get("type") == "image":
+            parts.append(ContentPart(type="image", image_url=_image_url(block.get("source"), f"{param}.{j}")))
+        else:
+            raise _bad(f"{param}.{j}: unsupported block type '{block.get('type')}'", f"{param}.{j}")
+    if all(p.type == "text" for p in parts):
+        return "".join(p.text for p in parts)
+    return parts
 
 
 def _text(block: dict[str, Any], param: str) -> str:
@@ -106,8 +117,9 @@ def _messages(raw: Any) -> list[ChatMessage]:
                 out.append(
                     ChatMessage(
                         role="tool",
-                        content=_tool_result_text(block.get("content"), f"{where}.content"),
+                        content=_tool_result_content(block.get("content"), f"{where}.content"),
                         tool_call_id=_required_string(block, "tool_use_id", where),
+                        is_error=block.get("is_error") is True,
                     )
                 )
             else:

@@ -43,6 +43,7 @@ class ChatMessage:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None  # on role=tool: which call this answers
     name: str | None = None
+    is_error: bool = False  # on role=tool: the tool failed (Anthropic's tool_result is_error)
 
     def text(self) -> str:
         """The message's text with image parts left out."""

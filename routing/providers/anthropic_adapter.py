@@ -116,6 +116,8 @@ def _message_blocks(message: ChatMessage) -> list[dict[str, Any]]:
         blocks = _content_blocks(message.content)
         if blocks:
             result["content"] = blocks
+        if message.is_error:
+            result["is_error"] = True
         return [result]
     if message.role == "assistant" and message.has_images():
         raise UnsupportedFeature("an assistant message cannot carry images", param="messages")

@@ -320,6 +320,51 @@ def test_anthropic_agent_loop_survives_a_fallback_to_anthropic(
         assert raw.headers["x-gateway-route"].endswith("claude-3-5-haiku=ok")
 
 
+def test_anthropic_tool_result_with_an_image_and_is_error(claude: anthropic.Anthropic, knobs: Any) -> None:
+    """A screenshot tool's result keeps its image and its error flag on the way to Anthropic; an
+    OpenAI model, whose tool messages take text only, refuses it clearly."""
+    messages: Any = [
+        {"role": "user", "content": "Take a screenshot"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_1",
+                    "is_error": True,
+                    "content": [
+                        {"type": "text", "text": "partial capture"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": PIXEL},
+                        },
+                    ],
+                }
+            ],
+        },
+    ]
+    tools: Any = [{"name": "shot", "input_schema": {"type": "object", "properties": {}}}]
+    message = claude.messages.create(model="claude-3-5-sonnet", max_tokens=50, messages=messages, tools=tools)
+    assert message.content[0].type == "text" and message.content[0].text == "Tool result: partial capture"
+    [result] = _upstream_bodies(knobs)[-1]["messages"][-1]["content"]
+    assert result == {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "is_error": True,
+        "content": [
+            {"type": "text", "text": "partial capture"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}},
+        ],
+    }
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(model="gpt-4o-mini", max_tokens=50, messages=messages, tools=tools)
+    assert "gpt-4o-mini" in refused.value.message and "image" in refused.value.message
+
+
 # --- tool_choice and parallel calls ------------------------------------------------------------
 
 
