@@ -999,6 +999,8 @@ def test_anthropic_native_text_and_tool_stream(claude: anthropic.Anthropic, knob
         "content_block_delta",
     ]
     assert final.stop_reason == "max_tokens" and final.usage.output_tokens == 5
+    # message_start can only estimate the prompt; message_delta corrects it to the upstream's count.
+    assert final.usage.input_tokens == 5
     assert final.content[0].type == "text" and len(final.content[0].text.split()) == 5
 
 
