@@ -11,6 +11,7 @@ from billing.models import AuditEvent
 from billing.rls import tenant_scope
 from tenants.models import ApiKey
 from tenants.selectors import hash_api_key
+from tenants.services import api_key_create
 from tests.conftest import PASSWORD, Api, World, assert_error
 
 
@@ -245,3 +246,31 @@ def test_only_a_tenant_admin_changes_key_limits_and_only_in_its_tenant(api: Api,
         api.patch(f"/api/v1/api-keys/{key_id}", {"monthly_cost_quota": "-1"}, tenant="acme", token=admin), 400
     )
     assert_error(api.patch(f"/api/v1/api-keys/{key_id}", {}, tenant="acme", token=admin), 400)
+
+
+def test_tenant_admin_site_changes_only_a_keys_limits(api: Api, world: World) -> None:
+    created = api_key_create(tenant=world.acme.tenant, user_id=world.acme.member.pk, name="site")
+    host = {"Host": "acme.localhost"}
+    login = {"username": world.acme.admin.email, "password": PASSWORD}
+    assert api.client.post("/admin/login/?next=/admin/", login, headers=host).status_code == 302
+    path = f"/admin/tenants/apikey/{created.api_key.pk}/change/"
+    page = api.client.get(path, headers=host)
+    assert page.status_code == 200 and b'name="monthly_cost_quota"' in page.content
+    assert b'name="name"' not in page.content  # everything else is read-only
+    form = {
+        "requests_per_minute": "",
+        "tokens_per_minute": "",
+        "monthly_token_quota": "1000",
+        "monthly_cost_quota": "3.25",
+        "name": "renamed",  # ignored: read-only
+    }
+    assert api.client.post(path, form, headers=host).status_code == 302
+    stored = ApiKey.objects.get(pk=created.api_key.pk)
+    assert (stored.monthly_cost_quota, stored.monthly_token_quota, stored.name) == (
+        Decimal("3.25"),
+        1000,
+        "site",
+    )
+    with tenant_scope(world.acme.tenant.pk):
+        change = AuditEvent.objects.filter(action="quota.changed", target_id=str(created.api_key.pk)).get()
+    assert change.detail["monthly_cost_quota"] == {"from": None, "to": "3.25"}
