@@ -87,7 +87,8 @@ def _metadata(body: dict[str, Any]) -> dict[str, str]:
     return dict(raw)
 
 
-def _content(raw: Any, param: str) -> str | list[ContentPart] | None:
+def parse_content(raw: Any, param: str) -> str | list[ContentPart] | None:
+    """A message's `content`: a string, or a list of text and image_url parts (OpenAI's shape)."""
     if raw is None or isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
@@ -119,7 +120,7 @@ def _message(raw: Any, index: int) -> ChatMessage:
     role = raw.get("role")
     if role not in ROLES:
         raise _bad(f"'{role}' is not a valid role", f"{param}.role")
-    content = _content(raw.get("content"), f"{param}.content")
+    content = parse_content(raw.get("content"), f"{param}.content")
     tool_calls: list[ToolCall] = []
     raw_calls = raw.get("tool_calls") or []
     if not isinstance(raw_calls, list):
@@ -209,6 +210,44 @@ def _response_format(body: dict[str, Any]) -> ResponseFormat | None:
     raise _bad("response_format.type must be text, json_object or json_schema", "response_format.type")
 
 
+def parse_options(body: dict[str, Any]) -> dict[str, Any]:
+    """Everything of a chat-completions body but `model`, `messages` and streaming, validated, as
+    `ChatRequest` keyword arguments: sampling and output controls, tools, response format.
+
+    Shared by `/v1/chat/completions` and the REST conversation API, so both refuse the same bad
+    values with the same messages."""
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (
+        not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop)
+    ):
+        raise _bad("'stop' must be a string or a list of at most 4 strings", "stop")
+    logprobs = bool(_boolean(body, "logprobs"))
+    top_logprobs = _integer(body, "top_logprobs", 0, 20)
+    if top_logprobs is not None and not logprobs:
+        raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
+    tools = _tools(body)
+    return {
+        "max_tokens": _integer(body, "max_completion_tokens", 1) or _integer(body, "max_tokens", 1),
+        "temperature": _number(body, "temperature", 0, 2),
+        "top_p": _number(body, "top_p", 0, 1),
+        "n": _integer(body, "n", 1, 128) or 1,
+        "stop": list(stop or []),
+        "seed": _integer(body, "seed", -(2**63), 2**63 - 1),
+        "presence_penalty": _number(body, "presence_penalty", -2, 2),
+        "frequency_penalty": _number(body, "frequency_penalty", -2, 2),
+        "logprobs": logprobs,
+        "top_logprobs": top_logprobs,
+        "tools": tools,
+        "tool_choice": _tool_choice(body, tools),
+        "parallel_tool_calls": _boolean(body, "parallel_tool_calls"),
+        "response_format": _response_format(body),
+        "user": _string(body, "user", "user"),
+        "metadata": _metadata(body),
+    }
+
+
 def parse_chat_request(body: Any) -> tuple[ChatRequest, bool, bool]:
     """(request, stream, include_usage) from an OpenAI chat-completions body."""
     if not isinstance(body, dict):
@@ -219,13 +258,6 @@ def parse_chat_request(body: Any) -> tuple[ChatRequest, bool, bool]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty list", "messages", "missing_required_parameter")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and (
-        not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) for s in stop)
-    ):
-        raise _bad("'stop' must be a string or a list of at most 4 strings", "stop")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _bad("'stream' must be a boolean", "stream", "invalid_type")
@@ -234,31 +266,8 @@ def parse_chat_request(body: Any) -> tuple[ChatRequest, bool, bool]:
         raise _bad("stream_options is only allowed with stream: true", "stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise _bad("stream_options must be an object", "stream_options", "invalid_type")
-    logprobs = bool(_boolean(body, "logprobs"))
-    top_logprobs = _integer(body, "top_logprobs", 0, 20)
-    if top_logprobs is not None and not logprobs:
-        raise _bad("top_logprobs needs logprobs: true", "top_logprobs")
-    tools = _tools(body)
-    max_tokens = _integer(body, "max_completion_tokens", 1) or _integer(body, "max_tokens", 1)
     request = ChatRequest(
-        model=model,
-        messages=[_message(m, i) for i, m in enumerate(messages)],
-        max_tokens=max_tokens,
-        temperature=_number(body, "temperature", 0, 2),
-        top_p=_number(body, "top_p", 0, 1),
-        n=_integer(body, "n", 1, 128) or 1,
-        stop=list(stop or []),
-        seed=_integer(body, "seed", -(2**63), 2**63 - 1),
-        presence_penalty=_number(body, "presence_penalty", -2, 2),
-        frequency_penalty=_number(body, "frequency_penalty", -2, 2),
-        logprobs=logprobs,
-        top_logprobs=top_logprobs,
-        tools=tools,
-        tool_choice=_tool_choice(body, tools),
-        parallel_tool_calls=_boolean(body, "parallel_tool_calls"),
-        response_format=_response_format(body),
-        user=_string(body, "user", "user"),
-        metadata=_metadata(body),
+        model=model, messages=[_message(m, i) for i, m in enumerate(messages)], **parse_options(body)
     )
     include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
     return request, stream, include_usage
