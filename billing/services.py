@@ -39,6 +39,9 @@ class Settlement:
     extra: dict[str, Any] = field(default_factory=dict)
     # The user's turn that asked, stored with the answer so neither exists without the other.
     user_text: str | None = None
+    # That turn's role ("tool" for a tool result) and its `Message.extra` (parts, tool call id).
+    user_role: str = "user"
+    user_extra: dict[str, Any] = field(default_factory=dict)
     # Filled in by settle_usage: the stored assistant message's id.
     message_id: int | None = None
     # For a cache hit: what the answer would have cost at the model's price (compute_cost of the
@@ -83,7 +86,10 @@ def settle_usage(settlement: Settlement) -> UsageRecord:
         if settlement.conversation_id is not None:
             if settlement.user_text is not None:
                 Message.objects.create(
-                    conversation_id=settlement.conversation_id, role="user", content=settlement.user_text
+                    conversation_id=settlement.conversation_id,
+                    role=settlement.user_role,
+                    content=settlement.user_text,
+                    extra=settlement.user_extra,
                 )
             status = {
                 Outcome.OK: MessageStatus.COMPLETE,

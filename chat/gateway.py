@@ -75,6 +75,9 @@ class GatewayCall:
     conversation_id: uuid.UUID | None = None
     # For conversations: the new user turn, stored together with the answer.
     user_text: str | None = None
+    # Its role ("tool" for a tool result) and `Message.extra` (content parts, tool call id).
+    user_role: str = "user"
+    user_extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -298,6 +301,8 @@ def _settlement(
         api_key_id=caller.api_key_id,
         conversation_id=call.conversation_id,
         user_text=call.user_text,
+        user_role=call.user_role,
+        user_extra=call.user_extra,
         text=text,
         finish_reason=finish_reason,
         extra=extra,
