@@ -8,6 +8,7 @@ error inside it is logged and answered as a miss.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
+from django.db import connection
 from django.db.models import Q
 from django_tenants.utils import tenant_context
 
@@ -305,12 +307,37 @@ async def cache_stats(tenant: Tenant) -> dict[str, object]:
 _pending: set[asyncio.Task[object]] = set()
 
 
-def _background(awaitable: Coroutine[Any, Any, object]) -> None:
+def _release_connection() -> None:
+    """Gives this thread's database connection back (to the pool, when there is one), unless a
+    transaction still holds it (a test's, or a caller's atomic block)."""
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+async def _off_request(awaitable: Coroutine[Any, Any, object]) -> object:
     try:
-        future = asyncio.get_running_loop().create_task(awaitable)
+        return await awaitable
+    finally:
+        await sync_to_async(_release_connection, thread_sensitive=True)()
+
+
+def _background(awaitable: Coroutine[Any, Any, object]) -> None:
+    """Runs work that follows the answer (store, hit count) without holding the caller up.
+
+    It runs in a context of its own, not the request's: the request's thread-sensitive executor
+    goes away when the request ends (asgiref then refuses the call), or worse, a write that raced
+    the end of the request opened a connection in that dying thread, which nothing ever gave back
+    to the pool: after DB_POOL_MAX_SIZE cached answers every request waited DB_POOL_TIMEOUT and
+    failed. In its own context the database calls run on asgiref's shared sync thread (under an
+    async_to_sync caller, such as a test, on the caller's thread and in its transaction), and the
+    connection goes back when the job ends."""
+    job = _off_request(awaitable)
+    try:
+        loop = asyncio.get_running_loop()
     except RuntimeError:  # called from sync code: a thread with its own loop keeps it off the caller
-        threading.Thread(target=asyncio.run, args=(awaitable,), daemon=True).start()
+        threading.Thread(target=asyncio.run, args=(job,), daemon=True).start()
         return
+    future = loop.create_task(job, context=contextvars.Context())
     _pending.add(future)
     future.add_done_callback(_pending.discard)
 

@@ -73,3 +73,24 @@ def test_hits_and_misses_through_the_api(
     )
     assert purge.status_code == 200 and purge.json()["deleted"] >= 1, purge.content
     assert _ask(acme, system, "How do I convert km to miles?")[0] == "miss"
+
+
+def test_writes_after_the_answer_give_their_database_connection_back(
+    gateway_server: GatewayServer, live_keys: dict[str, str], knobs: Any
+) -> None:
+    """Each miss is stored after its answer, off the request path. Those writes once kept a pooled
+    connection borrowed for good: after DB_POOL_MAX_SIZE of them every request waited for a
+    connection and failed. More misses than the pool holds must all be answered, and stored."""
+    from django.conf import settings
+
+    pool = settings.DATABASES["default"].get("OPTIONS", {}).get("pool")
+    if not pool:
+        pytest.skip("no connection pool configured (DB_POOL=0)")
+    acme = openai.OpenAI(
+        base_url=gateway_server.url + "/v1", api_key=live_keys["acme"], max_retries=0, timeout=8
+    )
+    system = f"Pool check (run {uuid.uuid4().hex[:8]})."
+    questions = [f"What is the population of town number {n}?" for n in range(int(pool["max_size"]) + 5)]
+    for question in questions:
+        assert _ask(acme, system, question)[0] == "miss"
+    assert _until_cached(acme, system, questions[-1])

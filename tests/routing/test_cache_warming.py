@@ -115,7 +115,9 @@ def test_the_scheduled_task_warms_each_tenant_through_the_gateway_within_its_bud
     gateway, in that tenant's schema, and spends only what that tenant's budget allows."""
     from routing.tasks import warm_all_tenants, warm_tenant_cache
 
-    acme, outsider = world.acme.tenant, world.outsider.tenant
+    # As the task will see them (earlier tests may have changed the session's tenant objects).
+    acme, outsider = (Tenant.objects.get(pk=t.tenant.pk) for t in (world.acme, world.outsider))
+    assert acme.cache_enabled and outsider.cache_enabled
     expiring = timedelta(seconds=acme.cache_ttl_seconds - 600)
     with schema_context(acme.schema_name):
         CacheSettings.objects.create(
