@@ -39,12 +39,25 @@ def conversation_out(conversation: Conversation) -> dict[str, Any]:
     }
 
 
+def tool_calls_out(calls: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Stored tool calls in OpenAI's shape, the one the API takes them back in."""
+    return [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in calls
+    ]
+
+
 def message_out(message: Message) -> dict[str, Any]:
+    extra = message.extra
     return {
         "id": message.pk,
         "role": message.role,
+        # Always the text; `parts` has the content as sent when it had images.
         "content": message.content,
-        "tool_calls": message.extra.get("tool_calls", []),
+        "parts": extra.get("parts"),
+        "tool_calls": tool_calls_out(extra.get("tool_calls", [])),
+        "tool_call_id": extra.get("tool_call_id"),
+        "is_error": bool(extra.get("is_error")),
         "model": message.model or None,
         "provider": message.provider or None,
         "status": message.status,

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from chat.api import tool_calls_out
 from chat.gateway import Caller, GatewayCall, open_answer_stream
 from config.env import envint
 from config.errors import ApiError
@@ -175,6 +176,8 @@ async def _generate(run_id: str, caller: Caller, call: GatewayCall) -> None:
             "provider": settlement.provider,
             "cache": settlement.cache_status,
             "finish_reason": settlement.finish_reason,
+            # An answer that calls tools waits for their results (role "tool" messages).
+            "tool_calls": tool_calls_out(settlement.extra.get("tool_calls", [])),
             "stopped": settlement.finish_reason == "stopped",
             "usage": {
                 "prompt_tokens": settlement.prompt_tokens,

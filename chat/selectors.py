@@ -63,6 +63,21 @@ def history_of(conversation: Conversation) -> list[Message]:
     ]
 
 
+def pending_tool_calls(history: Sequence[Message]) -> dict[str, str]:
+    """The tool calls the model is waiting on (id -> tool name): those of the latest answer, when
+    it ended by calling tools, that have no result yet."""
+    answered: set[str] = set()
+    for message in reversed(history):
+        if message.role == "tool":
+            answered.add(str(message.extra.get("tool_call_id")))
+            continue
+        if message.role != "assistant" or message.status != MessageStatus.COMPLETE:
+            return {}
+        calls = message.extra.get("tool_calls", [])
+        return {c["id"]: c["name"] for c in calls if c["id"] not in answered}
+    return {}
+
+
 @dataclass
 class ThreadEntry:
     message: Message

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
 
+from chat.history import stored_turn
 from chat.models import Conversation, Message
-from chat.selectors import history_of
+from chat.selectors import conversation_for_user, history_of, pending_tool_calls
 from config.errors import ApiError
 from routing.router import check_model_allowed
+from routing.types import ChatMessage
 from tenants.models import Tenant
 
 TITLE_MAX_CHARS = 60
@@ -97,5 +99,61 @@ def conversation_prepare_edit(conversation: Conversation, message_id: int, conte
             Q(created_at__gt=message.created_at) | Q(created_at=message.created_at, pk__gt=message.pk)
         ).delete()
         message.content = content
-        message.save(update_fields=["content"])
+        if message.extra.get("parts"):
+            # The new text replaces the question's text parts; its images stay.
+            images = [part for part in message.extra["parts"] if part.get("type") != "text"]
+            message.extra["parts"] = [{"type": "text", "text": content}, *images]
+        message.save(update_fields=["content", "extra"])
     return conversation_prepare_regenerate(conversation)
+
+
+@dataclass
+class Turn:
+    """A new turn checked against the conversation: the context to answer it in, or, for a tool
+    result while other calls of the same answer still wait for theirs, the stored result."""
+
+    conversation: Conversation
+    history: list[Message]
+    message: ChatMessage
+    stored: Message | None = None
+    waiting_for: list[str] = field(default_factory=list)
+
+
+def conversation_open_turn(conversation_id: str, user_id: int, message: ChatMessage) -> Turn:
+    """Checks a user message or tool result against the tool calls the model is waiting on.
+
+    While an answer's tool calls wait for results, a user message is refused (every provider
+    refuses a call without its result). A tool result must answer one of the waiting calls; it
+    gets the call's tool name (Ollama matches results by name). The model answers once the last
+    one arrives: earlier ones are stored at once, the last with the answer. The conversation row
+    is locked so two results sent together cannot both think they are the last or the first.
+    """
+    with transaction.atomic():
+        conversation = conversation_for_user(conversation_id, user_id)
+        Conversation.objects.select_for_update().filter(pk=conversation.pk).first()
+        history = history_of(conversation)
+        pending = pending_tool_calls(history)
+        if message.role == "user":
+            if pending:
+                raise ApiError(
+                    409,
+                    "The last answer called tools; send a message with role 'tool' for each call "
+                    f"first (waiting for: {', '.join(pending)})",
+                    "tool_results_pending",
+                )
+            return Turn(conversation, history, message)
+        call_id = message.tool_call_id or ""
+        if call_id not in pending:
+            waiting = f"waiting for: {', '.join(pending)}" if pending else "no call is waiting for a result"
+            raise ApiError(
+                409 if not pending else 400,
+                f"'{call_id}' is not a tool call waiting for its result ({waiting})",
+                "no_pending_tool_call" if not pending else "unknown_tool_call_id",
+                param="tool_call_id",
+            )
+        message.name = pending.pop(call_id)
+        if not pending:
+            return Turn(conversation, history, message)
+        role, content, extra = stored_turn(message)
+        stored = Message.objects.create(conversation=conversation, role=role, content=content, extra=extra)
+        return Turn(conversation, history, message, stored, list(pending))

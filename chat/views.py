@@ -45,7 +45,7 @@ from chat.services import conversation_autotitle, conversation_create, conversat
 from chat.stream_views import (
     again_call,
     conversation_call,
-    load_conversation,
+    open_turn,
     parse_again_in,
     parse_message_in,
     prepare_again,
@@ -373,11 +373,11 @@ async def _send(
 
     async def call() -> Any:
         data = parse_message_in({"content": request.POST.get("content", "")})
-        conversation, history = await tenant_db(tenant, load_conversation, str(conversation_id), user_id)
+        turn = await tenant_db(tenant, open_turn, str(conversation_id), user_id, data)
         await refresh_catalog()
-        built = conversation_call(tenant, conversation, history, data)
-        if not conversation.title:
-            await tenant_db(tenant, conversation_autotitle, conversation.id, data.content)
+        built = conversation_call(tenant, turn.conversation, turn.history, data)
+        if not turn.conversation.title:
+            await tenant_db(tenant, conversation_autotitle, turn.conversation.id, data.content)
         return built
 
     await _answer_or_explain(request, caller, call)
