@@ -14,7 +14,7 @@ from chat.models import Conversation, Message
 from chat.openai_compat import parse_content
 from routing.providers.openai_adapter import openai_content_part
 from routing.providers.tokens import estimate_message_tokens
-from routing.types import ChatMessage, ToolCall
+from routing.types import ChatMessage, ToolCall, ToolChoice, ToolSpec
 
 
 def to_chat(message: Message) -> ChatMessage:
@@ -101,3 +101,18 @@ def build_messages(
     while kept and kept[0].role != "user":
         kept.pop(0)
     return [*system, *kept, *pinned]
+
+
+def tools_for_history(
+    messages: list[ChatMessage], tools: list[ToolSpec], tool_choice: ToolChoice | None
+) -> tuple[list[ToolSpec], ToolChoice | None]:
+    """The request's tools, or, when it offers none but the history has tool calls, those tools
+    back as placeholders that cannot be called (`tool_choice: "none"`).
+
+    Tools are per request, but the calls stay in the conversation, and Anthropic refuses a
+    history with tool calls unless the request defines tools."""
+    names = list(dict.fromkeys(call.name for message in messages for call in message.tool_calls))
+    if tools or not names:
+        return tools, tool_choice
+    placeholders = [ToolSpec(name, "Used earlier in this conversation; not offered now.") for name in names]
+    return placeholders, "none"

@@ -13,7 +13,7 @@ from django.http.response import HttpResponseBase
 from chat.api import message_out
 from chat.callers import resolve_caller
 from chat.gateway import Caller, GatewayCall, answer
-from chat.history import build_messages, stored_turn, to_chat, turn_text
+from chat.history import build_messages, stored_turn, to_chat, tools_for_history, turn_text
 from chat.models import Conversation, Message
 from chat.openai_compat import parse_content, parse_options
 from chat.runs import RunEvent, latest_run, parse_event_id, read_run, run_belongs_to, start_run
@@ -158,9 +158,13 @@ def conversation_call(
     turn = data.turn or ChatMessage(role="user", content=data.content)
     options = dict(data.options)
     temperature = options.pop("temperature", None)
+    messages = build_messages(conversation, history, turn, context_window, max_tokens)
+    options["tools"], options["tool_choice"] = tools_for_history(
+        messages, options.get("tools", []), options.get("tool_choice")
+    )
     request = ChatRequest(
         model=model,
-        messages=build_messages(conversation, history, turn, context_window, max_tokens),
+        messages=messages,
         max_tokens=max_tokens,
         temperature=conversation.temperature if temperature is None else temperature,
         **options,

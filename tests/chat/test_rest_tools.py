@@ -284,6 +284,14 @@ async def test_websocket_tool_loop(
     assert [m["role"] for m in chat.messages()] == ["user", "assistant", "tool", "assistant"]
     assert chat.messages()[-1]["content"] == "Tool result: cold"
 
+    # A later turn that offers no tools: Anthropic refuses tool calls in the history without tool
+    # definitions, so the history's tools come back as placeholders that cannot be called.
+    later, _ = chat.ask({"content": "Thanks"}, False)
+    assert later["content"].startswith("Echo: Thanks") and later["tool_calls"] == []
+    sent = upstream_bodies(knobs)[-1]
+    assert [t["name"] for t in sent["tools"]] == ["get_weather"]
+    assert sent["tool_choice"] == {"type": "none"}
+
 
 def test_history_keeps_tool_calls_with_their_results_when_trimmed(client_for: Any, knobs: Any) -> None:
     """Old exchanges leave the context whole: never a call without its question or result."""
