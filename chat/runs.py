@@ -25,6 +25,7 @@ from chat.gateway import Caller, GatewayCall, open_answer_stream
 from config.env import envint
 from config.errors import ApiError
 from config.redis import get_async_redis, rkey
+from tenants.schema import db_calls_in_worker_threads
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ async def start_run(caller: Caller, call: GatewayCall) -> str:
     await _emit(tenant, run_id, "start", {"run_id": run_id, "request_id": caller.request_id})
     # A fresh context: the run outlives the request, so it must not borrow the request's
     # per-request database thread (Django closes it when the response is done).
-    task = asyncio.create_task(_generate(run_id, caller, call), context=contextvars.Context())
+    context = contextvars.Context()
+    context.run(db_calls_in_worker_threads.set, True)  # see tenants/schema.py
+    task = asyncio.create_task(_generate(run_id, caller, call), context=context)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     local_key = _events_key(tenant, run_id)

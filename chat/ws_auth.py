@@ -22,7 +22,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from tenants.authentication import TENANT_CLAIM
 from tenants.middleware import _base_host
 from tenants.models import Tenant
-from tenants.schema import tenant_db
+from tenants.schema import db_calls_in_worker_threads, tenant_db
 from tenants.selectors import api_key_get_active, is_api_key_token, tenant_get_by_domain, tenant_get_by_slug
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -123,6 +123,7 @@ class TenantWebSocketAuthMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "websocket":
             return await self.inner(scope, receive, send)
+        db_calls_in_worker_threads.set(True)  # this socket's task only (tenants/schema.py)
         caller, close_code = await resolve_ws_caller(scope)
         if caller is None:
             # Accept, then close with a code that says why (a refused handshake only says 403).
