@@ -2,9 +2,13 @@
 
     .venv/bin/python benchmarks/cache_replay.py                       # 2,000 requests, seed 1
     .venv/bin/python benchmarks/cache_replay.py --thresholds 0.85,0.90,0.93
+    .venv/bin/python benchmarks/cache_replay.py --split tune          # what tuning may look at
 
-The traffic is built from ../shared/data/semantic-cache/ (nothing here was used to tune the
-cache, which was tuned on meancache_qqp_val.csv):
+The traffic is built from ../shared/data/semantic-cache/. The cache is tuned on
+meancache_qqp_val.csv, and every one of its questions also occurs in GPTCache's Quora set, so by
+default (--split heldout) the replay takes only Quora families none of whose questions is in
+that file; --split tune takes only families with one there, --split all any (the construction
+before the split existed).
 - about 30 percent paraphrase an earlier request: Quora duplicates from GPTCache's set;
 - about 20 percent are near misses of an earlier request: Quora non-duplicates from the same set
   that share at least half their words with it (they look alike), and MeanCache's contextual
@@ -23,6 +27,7 @@ table of `sync_model_catalog` and the tokenizer estimate of the gateway.
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import json
 import os
@@ -83,10 +88,18 @@ class Clusters:
         return self.ids.setdefault(self.find(text), len(self.ids) + 1)
 
 
-def build_traffic(total: int, seed: int) -> tuple[list[Request], set[tuple[str, str]]]:
+def _tuning_texts() -> set[str]:
+    """Every question of the tuning file (meancache_qqp_val.csv), case and spacing folded."""
+    with (DATA / "meancache_qqp_val.csv").open(newline="") as handle:
+        return {Clusters.key(r[k]) for r in csv.DictReader(handle) for k in ("question1", "question2")}
+
+
+def build_traffic(total: int, seed: int, split: str = "all") -> tuple[list[Request], set[tuple[str, str]]]:
     """The requests in order, and the pairs labelled "not duplicates" (never a right answer,
-    whatever transitivity says)."""
+    whatever transitivity says). `split`: "heldout" takes only Quora families none of whose
+    questions is in the tuning file, "tune" only families with one there, "all" any."""
     rng = random.Random(seed)
+    tuning = _tuning_texts() if split != "all" else set()
     with gzip.open(DATA / "gptcache_similiar_qqp_full.json.gz", "rt") as handle:
         quora = json.load(handle)
     contextual = json.loads((DATA / "meancache_contextual_queries.json").read_text())
@@ -127,7 +140,13 @@ def build_traffic(total: int, seed: int) -> tuple[list[Request], set[tuple[str, 
             family.append((rng.choice(negatives[a]), "near_miss"))
         # "Unique" prompts must be unique: a family that looks like an earlier one (half its
         # words shared) would turn unlabelled duplicates into "wrong" answers.
-        if len(family) == 1 or not chosen.add([text for text, _ in family]):
+        if len(family) == 1:
+            continue
+        if split != "all":
+            touches = any(Clusters.key(text) in tuning for text, _ in family)
+            if touches != (split == "tune"):
+                continue
+        if not chosen.add([text for text, _ in family]):
             continue
         original = Request(a, clusters.group(a), "original", at=rng.random())
         requests.append(original)
@@ -297,6 +316,13 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--split",
+        choices=["heldout", "tune", "all"],
+        default="heldout",
+        help="Quora families: none of whose questions (heldout) or one of whose questions (tune) is "
+        "in meancache_qqp_val.csv, the file the cache is tuned on; all: any",
+    )
     parser.add_argument("--thresholds", help="comma-separated; default: the tenant default setting")
     parser.add_argument("--model", default="gpt-4o", help="priced from sync_model_catalog's table")
     parser.add_argument("--answer-tokens", type=int, default=350, help="completion tokens of each answer")
@@ -318,7 +344,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from cache_eval import eval_tenant
 
-    traffic, different = build_traffic(args.requests, args.seed)
+    traffic, different = build_traffic(args.requests, args.seed, args.split)
     thresholds = (
         [float(t) for t in args.thresholds.split(",")]
         if args.thresholds
