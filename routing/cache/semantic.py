@@ -156,9 +156,10 @@ def semantic_store(
     return int(entry.pk)
 
 
-def record_hits(entry_ids: list[int]) -> None:
-    for entry_id in entry_ids:
-        CacheEntry.objects.filter(pk=entry_id).update(hits=F("hits") + 1)
+def record_hits(counts: dict[int, int]) -> None:
+    """Adds each entry's count of hits (entry id -> hits since the last write)."""
+    for entry_id, hits in counts.items():
+        CacheEntry.objects.filter(pk=entry_id).update(hits=F("hits") + hits)
 
 
 def semantic_delete(entry_id: int) -> None:

@@ -248,3 +248,26 @@ def test_stats_survive_a_broken_counter_write(acme: Tenant) -> None:
 
     async_to_sync(run)()
     assert async_to_sync(cache_stats)(acme)["misses"] == 1
+
+
+def test_hits_are_counted_per_entry_in_batches(acme: Tenant) -> None:
+    """Warming refreshes the most served entries, so every hit must reach the entry's count,
+    exact and semantic alike, though they are written in one batch rather than one by one."""
+    entry_id = store(acme, ask("How do I convert km to miles?"), "Multiply by 0.621.")
+    other_id = store(acme, ask("What is the capital of France?"), "Paris.")
+    assert entry_id is not None and other_id is not None
+
+    async def run() -> list[str]:
+        statuses = []
+        for text in ["How do I convert km to miles?"] * 3 + ["How can I convert km to miles?"]:
+            statuses.append((await cache_lookup(acme, ask(text), "gpt-4o-mini", True))[1])
+        statuses.append(
+            (await cache_lookup(acme, ask("What is the capital of France?"), "gpt-4o-mini", True))[1]
+        )
+        await cache_drain()
+        return statuses
+
+    assert async_to_sync(run)() == ["exact", "exact", "exact", "semantic", "exact"]
+    with schema_context(acme.schema_name):
+        assert CacheEntry.objects.get(pk=entry_id).hits == 4
+        assert CacheEntry.objects.get(pk=other_id).hits == 1
