@@ -101,7 +101,8 @@ class _LocalRun:
     async def changed(self, timeout: float) -> None:
         self._changed.clear()
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                await self._changed.wait()
         except TimeoutError:
             pass
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import anthropic
 
+from routing.providers.base import connection_limits
 from routing.providers.errors import (
     UPSTREAM_EXCEPTIONS,
     deadline_after,
@@ -417,7 +418,7 @@ class AnthropicAdapter:
             base_url=base_url,
             api_key=api_key or "no-key",
             max_retries=0,  # one attempt: retries belong to the router
-            http_client=anthropic.DefaultAioHttpClient(),
+            http_client=anthropic.DefaultAioHttpClient(limits=connection_limits()),
         )
 
     async def complete(self, request: ChatRequest, target: ModelTarget, timeout: float) -> ChatResult:

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from routing.providers.anthropic_adapter import split_data_url, tool_input
+from routing.providers.base import PROVIDER_MAX_CONNECTIONS
 from routing.providers.errors import (
     UPSTREAM_EXCEPTIONS,
     body_message,
@@ -264,7 +265,7 @@ class OllamaAdapter:
         # Made on first use, inside the event loop that will use it (aiohttp binds to one loop).
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60),
+                connector=aiohttp.TCPConnector(limit=PROVIDER_MAX_CONNECTIONS, keepalive_timeout=60),
                 timeout=aiohttp.ClientTimeout(total=None),  # the deadline is enforced per call
                 read_bufsize=1 << 20,  # a streamed line can carry a whole tool call
             )

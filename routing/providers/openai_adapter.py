@@ -24,6 +24,7 @@ from typing import Any
 
 import openai
 
+from routing.providers.base import connection_limits
 from routing.providers.errors import (
     UPSTREAM_EXCEPTIONS,
     deadline_after,
@@ -340,7 +341,7 @@ class OpenAIAdapter:
             # Local servers need no key, but the SDK refuses to start without one.
             api_key=api_key or "no-key",
             max_retries=0,  # one attempt: retries belong to the router
-            http_client=openai.DefaultAioHttpClient(),
+            http_client=openai.DefaultAioHttpClient(limits=connection_limits()),
         )
         self._send_stream_options = True
 
