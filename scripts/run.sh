@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: migrate, seed the demo tenant, then run the whole platform in the foreground:
-# daphne (HTTP + WebSocket) on 127.0.0.1:$PORT, a Celery worker and, when no provider is
+# uvicorn (HTTP + WebSocket; ASGI_SERVER=daphne for daphne) on 127.0.0.1:$PORT, a Celery worker and, when no provider is
 # configured, the local SmolLM2 model. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,15 @@ if [ "$start_local_llama" = 1 ]; then
 fi
 "$VENV/bin/celery" -A config.celery_app worker --loglevel INFO --concurrency 2 > .run/worker.log 2>&1 &
 echo "==> Celery worker started (log: .run/worker.log)"
-echo "==> daphne on http://127.0.0.1:${PORT} (Ctrl-C stops everything)"
-"$VENV/bin/daphne" -b 127.0.0.1 -p "$PORT" config.asgi:application &
+# uvicorn (uvloop + httptools) is the production server: faster than daphne in every figure of
+# BENCHMARKS.md ("Gateway latency and throughput"). ASGI_SERVER=daphne runs daphne instead.
+if [ "${ASGI_SERVER:-uvicorn}" = daphne ]; then
+  echo "==> daphne on http://127.0.0.1:${PORT} (Ctrl-C stops everything)"
+  "$VENV/bin/daphne" -b 127.0.0.1 -p "$PORT" config.asgi:application &
+else
+  echo "==> uvicorn on http://127.0.0.1:${PORT} (Ctrl-C stops everything)"
+  "$VENV/bin/uvicorn" config.asgi:application --host 127.0.0.1 --port "$PORT" --loop uvloop \
+    --http httptools --lifespan off --no-access-log &
+fi
 # Stop everything as soon as any one of them exits, so a crash is not hidden.
 wait -n

@@ -106,8 +106,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch_web(directory: Path, name: str, **env: str) -> WebProcess:
-    """Starts daphne (as `make run` serves the app) on the test database, with extra environment."""
+def launch_web(directory: Path, name: str, server: str = "daphne", **env: str) -> WebProcess:
+    """Starts daphne, or uvicorn as `make run` and the chart serve the app, on the test database,
+    with extra environment."""
     from django.conf import settings
     from django.db import connection
 
@@ -124,8 +125,13 @@ def launch_web(directory: Path, name: str, **env: str) -> WebProcess:
         "DJANGO_SETTINGS_MODULE": "config.settings",
         **env,
     }
+    command = {
+        "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        "uvicorn": ["-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+                    "--loop", "uvloop", "--http", "httptools", "--lifespan", "off"],
+    }[server]  # fmt: skip
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        [sys.executable, *command],
         cwd=ROOT,
         env=full_env,
         stdout=out.open("wb"),

@@ -110,7 +110,8 @@ def traffic(
     )
     processes = [a]
     try:
-        b = launch_web(directory, "b", PROMETHEUS_MULTIPROC_DIR=str(shared))
+        # B runs uvicorn, the production server (A daphne): one metrics directory, both servers.
+        b = launch_web(directory, "b", server="uvicorn", PROMETHEUS_MULTIPROC_DIR=str(shared))
         processes.append(b)
         key = live_keys["acme"]
         traffic = Traffic(a, b, scrape="")
