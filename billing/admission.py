@@ -84,7 +84,17 @@ def _client() -> tuple[aioredis.Redis, dict[str, Any]]:
     entry = _clients.get(loop)
     if entry is None or entry[0] != url:
         timeout = settings.ADMISSION_REDIS_TIMEOUT_SECONDS
-        client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # Blocking: at the limit a call waits (up to the timeout) for a free connection; redis-py's
+        # default pool refuses past 100 at once, which made 1,000 sockets starting together look
+        # like an unreachable Redis (fail-open mode).
+        pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=settings.REDIS_MAX_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+        )
+        client = aioredis.Redis(connection_pool=pool)
         scripts = {
             name: client.register_script(source)
             for name, source in (

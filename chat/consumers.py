@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -42,6 +43,8 @@ from config.health import websocket_closed, websocket_opened
 from config.tracing import current_context, traced_ws_message
 from routing.catalog import refresh_catalog
 from tenants.schema import tenant_db
+
+logger = logging.getLogger(__name__)
 
 
 def cross_site_cookie_login(scope: dict[str, Any]) -> bool:
@@ -126,6 +129,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )
         except ApiError as exc:
             await self.send_json({"type": "error", **exc.body()})
+        except Exception:  # the socket stays open; the client hears of it and may retry
+            logger.exception("WebSocket message of type %s failed", kind)
+            await self.send_json(
+                {"type": "error", **error_body(503, "The message could not be handled; retry", "unavailable")}
+            )
 
     def _refuse_while_answering(self) -> None:
         if self.forwarder is not None and not self.forwarder.done():

@@ -33,7 +33,9 @@ def get_async_redis() -> aioredis.Redis:
             settings.REDIS_URL,
             max_connections=settings.REDIS_MAX_CONNECTIONS,
             timeout=settings.REDIS_POOL_TIMEOUT,
-            socket_timeout=2,
+            # A reply is read when the event loop gets to it: on a loaded process that lags, so
+            # this is not the place for a tight timeout (REDIS_SOCKET_TIMEOUT).
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
             socket_connect_timeout=2,
         )
         client = aioredis.Redis(connection_pool=pool)

@@ -186,6 +186,7 @@ REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 # process; past it a call waits up to REDIS_POOL_TIMEOUT seconds for a free connection.
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 2000)
 REDIS_POOL_TIMEOUT = envfloat("REDIS_POOL_TIMEOUT", 5.0)
+REDIS_SOCKET_TIMEOUT = envfloat("REDIS_SOCKET_TIMEOUT", 10.0)
 # Every Redis key the platform writes starts with this, so several deployments (or a test run
 # next to a dev server) can share one Redis without seeing each other's keys.
 REDIS_KEY_PREFIX = envstr("REDIS_KEY_PREFIX", "gwtest" if PLATFORM_ENV == "test" else "gw")

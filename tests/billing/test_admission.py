@@ -7,6 +7,7 @@ back with it.
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -256,3 +257,18 @@ def test_reset_header_uses_openai_durations() -> None:
         "1m0s",
         "1m30.25s",
     ]
+
+
+def test_hundreds_of_admissions_at_once_share_redis_instead_of_failing_open(world: World) -> None:
+    """More admissions in flight than redis-py's default pool allows (100) wait for a connection;
+    none may take Redis for unreachable and fall back to the local limits."""
+    tenant = limited(world.acme.tenant, requests_per_minute=10_000, tokens_per_minute=10_000_000)
+
+    async def burst() -> list[Admission]:
+        return await asyncio.gather(*(admit(tenant, None, 10, Decimal(0)) for _ in range(300)))
+
+    admitted = async_to_sync(burst)()
+    assert len(admitted) == 300
+    assert {a.mode for a in admitted} == {"redis"}
+    # All counted in the one shared bucket (which refills meanwhile, so not to the unit).
+    assert min(int(a.headers["x-ratelimit-remaining-requests"]) for a in admitted) < 10_000 - 100
