@@ -10,7 +10,6 @@ after a tool result it replies "Tool result: <the result>", and tool arguments f
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -23,49 +22,20 @@ import jsonschema
 import openai
 import pytest
 
+from tests.chat.compat_fixtures import (
+    ANSWER_SCHEMA,
+    PIXEL,
+    TIME,
+    TIME_PARAMS,
+    TOOL_RESULT,
+    WEATHER,
+    WEATHER_PARAMS,
+)
 from tests.conftest import GatewayServer
 
 pytestmark = pytest.mark.django_db
 
 OPENAI_MODELS = ["gpt-4o-mini", "claude-3-5-haiku", "llama-3.1-8b", "smollm2-135m"]
-TOOL_RESULT = "18 degrees and sunny"
-WEATHER_PARAMS = {
-    "type": "object",
-    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-TIME_PARAMS = {
-    "type": "object",
-    "properties": {"timezone": {"type": "string"}},
-    "required": ["timezone"],
-    "additionalProperties": False,
-}
-WEATHER: Any = {
-    "type": "function",
-    "function": {"name": "get_weather", "description": "Weather in a city", "parameters": WEATHER_PARAMS},
-}
-TIME: Any = {
-    "type": "function",
-    "function": {"name": "get_time", "description": "Time in a timezone", "parameters": TIME_PARAMS},
-}
-ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string"},
-        "temperature": {"type": "integer", "minimum": -50, "maximum": 60},
-        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
-    },
-    "required": ["city", "temperature", "tags"],
-    "additionalProperties": False,
-}
-# A 1x1 PNG.
-PIXEL = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
-    )
-).decode()
 
 
 @pytest.fixture

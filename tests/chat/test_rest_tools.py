@@ -9,7 +9,6 @@ arguments that follow the tool's schema, and after tool results answers "Tool re
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 from typing import Any
 
@@ -18,51 +17,12 @@ import jsonschema
 import pytest
 import websockets
 
+from tests.chat.compat_fixtures import ANSWER_SCHEMA, PIXEL, TIME, TOOL_RESULT, WEATHER, WEATHER_PARAMS
 from tests.conftest import GatewayServer, assert_error
 
 pytestmark = pytest.mark.django_db
 
 MODELS = ["gpt-4o-mini", "claude-3-5-haiku"]
-TOOL_RESULT = "18 degrees and sunny"
-WEATHER_PARAMS = {
-    "type": "object",
-    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-WEATHER = {
-    "type": "function",
-    "function": {"name": "get_weather", "description": "Weather in a city", "parameters": WEATHER_PARAMS},
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Time in a timezone",
-        "parameters": {
-            "type": "object",
-            "properties": {"timezone": {"type": "string"}},
-            "required": ["timezone"],
-        },
-    },
-}
-ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string"},
-        "temperature": {"type": "integer", "minimum": -50, "maximum": 60},
-        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
-    },
-    "required": ["city", "temperature", "tags"],
-    "additionalProperties": False,
-}
-# A 1x1 PNG.
-PIXEL = base64.b64encode(
-    bytes.fromhex(
-        "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
-    )
-).decode()
 IMAGE_URL = f"data:image/png;base64,{PIXEL}"
 
 
