@@ -38,6 +38,7 @@ from billing import admission_scripts as lua
 from billing.limits import BucketSpec, QuotaScope, bucket_specs, quota_scopes, quota_warning, rate_headers
 from billing.selectors import month_bounds
 from config.errors import ApiError
+from config.redis import new_async_client
 from tenants.models import ApiKey, Tenant
 
 logger = logging.getLogger(__name__)
@@ -84,17 +85,9 @@ def _client() -> tuple[aioredis.Redis, dict[str, Any]]:
     entry = _clients.get(loop)
     if entry is None or entry[0] != url:
         timeout = settings.ADMISSION_REDIS_TIMEOUT_SECONDS
-        # Blocking: at the limit a call waits (up to the timeout) for a free connection; redis-py's
-        # default pool refuses past 100 at once, which made 1,000 sockets starting together look
-        # like an unreachable Redis (fail-open mode).
-        pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        # Past the pool's size a call waits (up to the timeout) rather than failing: a refusal
+        # would be taken for an unreachable Redis and switch admission to fail-open mode.
+        client = new_async_client(url, socket_timeout=timeout, pool_timeout=timeout)
         scripts = {
             name: client.register_script(source)
             for name, source in (

@@ -23,22 +23,31 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Re
 )
 
 
+def new_async_client(url: str, *, socket_timeout: float, pool_timeout: float) -> aioredis.Redis:
+    """An asyncio client on a blocking pool of REDIS_MAX_CONNECTIONS: at the limit a call waits up
+    to `pool_timeout` for a connection instead of failing at once (redis-py's default pool
+    raises past 100 connections, which 1,000 streaming sockets reach)."""
+    pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.REDIS_MAX_CONNECTIONS,
+        timeout=pool_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(socket_timeout, 2),
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 def get_async_redis() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        # Blocking: at the limit a call waits for a connection instead of failing at once
-        # (redis-py's default pool raises past 100 connections).
-        pool: aioredis.BlockingConnectionPool = aioredis.BlockingConnectionPool.from_url(
+        # A reply is read when the event loop gets to it: on a loaded process that lags, so this
+        # is not the place for a tight timeout (REDIS_SOCKET_TIMEOUT).
+        client = new_async_client(
             settings.REDIS_URL,
-            max_connections=settings.REDIS_MAX_CONNECTIONS,
-            timeout=settings.REDIS_POOL_TIMEOUT,
-            # A reply is read when the event loop gets to it: on a loaded process that lags, so
-            # this is not the place for a tight timeout (REDIS_SOCKET_TIMEOUT).
             socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=2,
+            pool_timeout=settings.REDIS_POOL_TIMEOUT,
         )
-        client = aioredis.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
