@@ -47,8 +47,11 @@ def run_in_tenant(tenant: Tenant, fn: Callable[_P, _R], *args: _P.args, **kwargs
 db_calls_in_worker_threads: ContextVar[bool] = ContextVar("db_calls_in_worker_threads", default=False)
 
 
-def _pool_enabled() -> bool:
-    return bool(settings.DATABASES["default"].get("OPTIONS", {}).get("pool"))
+def give_back_connection() -> None:
+    """Gives this thread's database connection back (to the pool, when there is one), unless a
+    transaction still holds it (a test's, or a caller's atomic block)."""
+    if not _tenant_connection.in_atomic_block:
+        _tenant_connection.close()
 
 
 def _call_and_give_back(tenant: Tenant, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -58,8 +61,8 @@ def _call_and_give_back(tenant: Tenant, fn: Callable[_P, _R], *args: _P.args, **
         # With the pool, the connection goes back after every call, so no thread holds one while
         # its caller awaits something else (a model's answer, another call that needs a
         # connection): holding them was a deadlock waiting for the pool to run dry.
-        if _pool_enabled() and not _tenant_connection.in_atomic_block:
-            _tenant_connection.close()
+        if settings.DATABASES["default"].get("OPTIONS", {}).get("pool"):
+            give_back_connection()
 
 
 async def tenant_db(tenant: Tenant, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:

@@ -23,7 +23,6 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SynchronousOnlyOperation
-from django.db import connection
 from django.db.models import Q
 from django_tenants.utils import tenant_context
 
@@ -48,7 +47,7 @@ from routing.models import CacheEntry
 from routing.pricing import compute_cost
 from routing.types import ChatRequest, StreamEvent, Usage
 from tenants.models import Tenant
-from tenants.schema import active_schema_name, tenant_db
+from tenants.schema import active_schema_name, give_back_connection, tenant_db
 
 log = logging.getLogger(__name__)
 
@@ -336,18 +335,11 @@ async def cache_stats(tenant: Tenant) -> dict[str, object]:
 _pending: set[asyncio.Task[object]] = set()
 
 
-def _release_connection() -> None:
-    """Gives this thread's database connection back (to the pool, when there is one), unless a
-    transaction still holds it (a test's, or a caller's atomic block)."""
-    if not connection.in_atomic_block:
-        connection.close()
-
-
 async def _off_request(awaitable: Coroutine[Any, Any, object]) -> object:
     try:
         return await awaitable
     finally:
-        await sync_to_async(_release_connection, thread_sensitive=True)()
+        await sync_to_async(give_back_connection, thread_sensitive=True)()
 
 
 def _background(awaitable: Coroutine[Any, Any, object]) -> None:
