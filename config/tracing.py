@@ -137,36 +137,34 @@ def configure_tracing(service_name: str = "chat-platform") -> bool:
         trace.set_tracer_provider(provider)
         if exporter is not None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
-            instrument_libraries()
-        else:
-            # Only the request span, for the ids: a span around every Redis command was a
-            # tenth of the CPU of 1,000 streaming sockets (a Redis write per delta), for nobody.
-            from opentelemetry.instrumentation.django import DjangoInstrumentor
-
-            os.environ.setdefault("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "healthz,readyz,metrics")
-            DjangoInstrumentor().instrument()
+        # Without an exporter, only the request span, for the ids: a span around every Redis
+        # command was a tenth of the CPU of 1,000 streaming sockets (a write per delta), for nobody.
+        instrument_libraries(requests_only=exporter is None)
         _configured = True
         return True
 
 
-def _instrumentors() -> list[Any]:
+def _instrumentors(requests_only: bool = False) -> list[Any]:
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.django import DjangoInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
+    if requests_only:
+        return [DjangoInstrumentor()]
     return [DjangoInstrumentor(), RedisInstrumentor(), CeleryInstrumentor()]
 
 
-def instrument_libraries() -> None:
+def instrument_libraries(requests_only: bool = False) -> None:
     """Django (the HTTP request span; the ASGI instrumentation package must be installed for
-    ASGI requests), Redis (every client, sync and asyncio), Celery (the trace context travels
-    in task headers) and Postgres."""
+    ASGI requests) and, unless `requests_only`, Redis (every client, sync and asyncio), Celery
+    (the trace context travels in task headers) and Postgres."""
     # Probes and scrapes would be most of the traces and say nothing.
     os.environ.setdefault("OTEL_PYTHON_DJANGO_EXCLUDED_URLS", "healthz,readyz,metrics")
-    for instrumentor in _instrumentors():
+    for instrumentor in _instrumentors(requests_only):
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
-    instrument_database()
+    if not requests_only:
+        instrument_database()
 
 
 def uninstrument_libraries() -> None:
